@@ -1,0 +1,121 @@
+"""Benchmark: plain transformers ``generate`` against ``steer`` generation on the bundled model.
+
+Variants, each generating exactly the same number of tokens (min_new_tokens = max_new_tokens):
+  plain      transformers generate, no nnsight
+  steer-none steer's nnsight generate with no intervention
+  steer-clamp one clamped SAE feature at layer 12 on every token (prompt and generated)
+at batch 1 and 8. Prints tokens/s and the ratio of each variant's time to plain (lower is
+better; the target for steer-clamp is <= 1.10 on CPU). Run alone on the machine: another
+process using the cores makes every number meaningless.
+
+    python bench/generation.py [--tokens 40] [--reps 5] [--batches 1 8] [--sae PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from steer.engine import Steerer, generate_plain
+from steer.model import load_model
+from steer.recipe import parse_recipe
+from steer.sae.sources import builtin_saes
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain photosynthesis to a child.",
+    "Give me three tips for learning to cook.",
+    "Why is the sky blue?",
+    "Describe a walk in the forest in autumn.",
+    "What makes a good friend?",
+    "Summarize the plot of Hamlet in two sentences.",
+]
+
+
+def default_sae(tmp: Path, d_model: int) -> Path:
+    """The shipped layer-12 SAE if there is one, else a random one of the same size (the
+    cost of an edit does not depend on what the features mean)."""
+    shipped = builtin_saes()
+    if shipped:
+        return next(iter(shipped.values()))
+    from steer.sae import SAEConfig, get_architectures, save_sae
+
+    cfg = SAEConfig(
+        architecture="topk",
+        d_in=d_model,
+        d_sae=8 * d_model,
+        k=32,
+        hf_hook_name="model.layers.12",
+        hook_name="blocks.12.hook_resid_post",
+    )
+    sae = get_architectures()["topk"](cfg)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.normal_(0, 0.05)
+    save_sae(sae, tmp / "random-sae")
+    return tmp / "random-sae"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=40)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--sae", type=Path, default=None)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args()
+
+    model = load_model(device=args.device)
+    tmp = Path(tempfile.mkdtemp())
+    sae_path = args.sae or default_sae(tmp, model.d_model)
+    gen = {"max_new_tokens": args.tokens, "min_new_tokens": args.tokens}
+    print(
+        f"device={model.device} threads={torch.get_num_threads()} sae={sae_path} tokens={args.tokens}"
+    )
+    print(f"{'batch':>5} {'variant':<12} {'median s':>9} {'tok/s':>8} {'ratio':>6}")
+    for batch in args.batches:
+        prompts = (PROMPTS * batch)[:batch]
+        base = {"prompts": prompts, "generation": {**gen, "batch_size": batch}}
+        none = Steerer(parse_recipe(base), model=model)
+        clamp = Steerer(
+            parse_recipe(
+                {
+                    **base,
+                    "saes": [{"id": "res12", "path": str(sae_path), "layer": 12}],
+                    "interventions": [
+                        {"plugin": "clamp", "sae": "res12", "features": [7], "value": 10.0}
+                    ],
+                }
+            ),
+            model=model,
+        )
+        enc = model.tokenize(prompts, chat=None)
+        variants = {
+            "plain": lambda enc=enc, r=none.recipe: generate_plain(model, enc, r),
+            "steer-none": lambda s=none: s.run(baseline=False),
+            "steer-clamp": lambda s=clamp: s.run(baseline=False),
+        }
+        for fn in variants.values():  # warm-up
+            fn()
+        times: dict[str, list[float]] = {name: [] for name in variants}
+        for _ in range(args.reps):  # interleaved, so drift hits every variant alike
+            for name, fn in variants.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+        plain = statistics.median(times["plain"])
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            print(
+                f"{batch:>5} {name:<12} {med:>9.3f} {batch * args.tokens / med:>8.1f} {med / plain:>6.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

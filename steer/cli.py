@@ -1,0 +1,229 @@
+"""The ``steer`` command line. Bad input prints one line and exits with code 2 (``--debug``
+shows the traceback instead)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.exceptions import TyperException
+
+from steer.errors import SteerError
+
+app = typer.Typer(
+    help="Steer language models through sparse-autoencoder features.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+sae_app = typer.Typer(help="Sparse autoencoders: list the available ones.", no_args_is_help=True)
+app.add_typer(sae_app, name="sae")
+
+err_console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def _about(recipe_path: Path):
+    """Prefix errors found while checking or loading a recipe's parts with the recipe's path."""
+    try:
+        yield
+    except SteerError as exc:
+        if str(exc).startswith(str(recipe_path)):
+            raise
+        raise SteerError(str(exc), where=str(recipe_path)) from exc
+
+
+DEBUG_FLAG = "--debug"
+
+
+def _debug_option() -> bool:
+    return typer.Option(False, DEBUG_FLAG, help="Show tracebacks instead of one-line errors.")
+
+
+@app.command()
+def run(
+    recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="YAML recipe file."),
+    prompt: list[str] = typer.Option(
+        None, "--prompt", "-p", help="Run on this prompt instead of the recipe's (repeatable)."
+    ),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", "-n", min=1),
+    device: str | None = typer.Option(None, help="torch device; default: cuda if there is one."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also run unsteered."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    debug: bool = _debug_option(),
+) -> None:
+    """Generate with a recipe's interventions; show baseline and steered completions."""
+    from steer.engine import Steerer
+    from steer.recipe import PromptSpec, load_recipe
+
+    recipe = load_recipe(recipe_path)
+    if prompt:
+        recipe = recipe.model_copy(update={"prompts": [PromptSpec(text=p) for p in prompt]})
+    if max_new_tokens is not None:
+        gen = recipe.generation.model_copy(update={"max_new_tokens": max_new_tokens})
+        recipe = recipe.model_copy(update={"generation": gen})
+    with err_console.status("loading the model and SAEs"), _about(recipe_path):
+        steerer = Steerer(recipe, device=device)
+    results = _run_with_progress(steerer, baseline=baseline, quiet=as_json)
+    if as_json:
+        typer.echo(json.dumps(results.to_dict(), indent=2))
+    else:
+        _print_results(results, recipe)
+
+
+def _run_with_progress(steerer, *, baseline: bool, quiet: bool):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    recipe = steerer.recipe
+    n_batches = -(-len(recipe.prompts) // recipe.generation.batch_size)
+    total = n_batches * (recipe.generation.max_new_tokens + 1)
+    progress = Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=quiet,
+    )
+    with progress:
+        task = progress.add_task("generating", total=total)
+        return steerer.run(baseline=baseline, on_step=lambda _step: progress.advance(task))
+
+
+def _print_results(results, recipe) -> None:
+    console = Console()
+    for i, r in enumerate(results.results):
+        table = Table(title=f"prompt {i}: {r.prompt}", show_lines=True, expand=True)
+        if r.baseline is not None:
+            table.add_column("baseline", ratio=1)
+        table.add_column("steered", ratio=1)
+        table.add_row(*([r.baseline] if r.baseline is not None else []), r.steered)
+        console.print(table)
+        if r.events:
+            console.print(f"  {len(r.events)} monitor events; first: {r.events[0]}")
+    t = results.timing
+    console.print(
+        f"[dim]model {t['load_model_s']:.1f}s, SAEs {t['load_saes_s']:.2f}s, "
+        f"baseline {t['baseline_s']:.1f}s, steered {t['steered_s']:.1f}s "
+        f"({t.get('steered_tok_per_s', 0):.1f} tok/s)[/dim]"
+    )
+
+
+@app.command()
+def check(
+    recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="YAML recipe file."),
+    debug: bool = _debug_option(),
+) -> None:
+    """Validate a recipe (schema, plugins, feature indices) without loading the model."""
+    from steer.check import check_recipe
+    from steer.plugins import get_plugin_manager
+    from steer.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path)
+    with _about(recipe_path):
+        check_recipe(recipe, get_plugin_manager())
+    n_steps = len(recipe.steps())
+    typer.echo(
+        f"ok: {recipe_path} ({len(recipe.prompts)} prompts, {len(recipe.saes)} SAEs, "
+        f"{n_steps} interventions and monitors)"
+    )
+
+
+@app.command()
+def plugins(debug: bool = _debug_option()) -> None:
+    """List the installed plugins and what each provides."""
+    from steer.interventions import get_interventions
+    from steer.monitors import get_monitors
+    from steer.plugins import get_plugin_manager
+    from steer.sae import get_architectures
+
+    pm = get_plugin_manager()
+    provided: dict[str, list[str]] = {}
+    for kind, registry in (
+        ("intervention", get_interventions(pm)),
+        ("monitor", get_monitors(pm)),
+    ):
+        for name, entry in registry.items():
+            desc = getattr(entry.obj, "description", "")
+            provided.setdefault(entry.plugin, []).append(f"{kind} {name}: {desc}")
+    get_architectures(pm)  # fills the registry cache, which knows who registered what
+    for name, entry in pm.registries["steer_register_sae_architectures"].items():
+        provided.setdefault(entry.plugin, []).append(f"SAE architecture {name}")
+    table = Table(show_lines=False)
+    table.add_column("plugin")
+    table.add_column("module")
+    table.add_column("provides")
+    for name in sorted(provided):
+        plugin = pm.get_plugin(name)
+        module = (
+            getattr(plugin, "__name__", "steer (host)") if plugin is not None else "steer (host)"
+        )
+        table.add_row(name, module, "\n".join(provided[name]))
+    Console().print(table)
+    for failure in pm.failures:
+        err_console.print(
+            f"[red]failed to load[/red] {failure.name} ({failure.target}): {failure.error}"
+        )
+
+
+@sae_app.command("list")
+def sae_list(debug: bool = _debug_option()) -> None:
+    """Show the SAEs shipped with steer, with their paths."""
+    from steer.sae import read_sae_config
+    from steer.sae.sources import builtin_saes
+
+    shipped = builtin_saes()
+    if not shipped:
+        typer.echo("no SAEs are shipped yet; give a recipe `path:` to an SAE folder")
+        return
+    for name, path in shipped.items():
+        cfg = read_sae_config(path)
+        typer.echo(
+            f"{name}\t{cfg.architecture} d_in={cfg.d_in} d_sae={cfg.d_sae} layer={cfg.layer}\t{path}"
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app, turning user errors into one line and exit code 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = DEBUG_FLAG in argv
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        rc = app(args=argv, prog_name="steer", standalone_mode=False)
+    except SteerError as exc:
+        if debug:
+            raise
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except TyperException as exc:  # usage errors (typer's click): its own message, exit 2
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            err_console.print(f"error: {exc.format_message()}")
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        err_console.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

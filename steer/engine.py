@@ -1,0 +1,309 @@
+"""Run a recipe: load the model and SAEs, then one nnsight ``generate`` per batch of prompts
+with every intervention and monitor in it, on the prompt pass and every generated token.
+
+The nnsight calls live here and in :mod:`steer.model` only, so a change of nnsight version
+touches two files.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from steer.edit import RawEvent, edit_site
+from steer.errors import SteerError
+from steer.model import LoadedModel, load_model
+from steer.plan import Site, build_sites
+from steer.recipe import Recipe
+from steer.sae import check_fits_model, load_sae
+from steer.sae.base import SAE
+from steer.sae.sources import resolve_sae_path
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int], None]
+
+
+@dataclass
+class PromptResult:
+    """One prompt's completions and the monitor events of its steered run."""
+
+    prompt: str
+    baseline: str | None
+    steered: str
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RunResults:
+    """What ``steer run`` produces: one entry per prompt, plus timings in seconds."""
+
+    results: list[PromptResult]
+    timing: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"results": [asdict(r) for r in self.results], "timing": dict(self.timing)}
+
+
+def load_saes(recipe: Recipe, *, pm=None) -> dict[str, tuple[SAE, int | None]]:
+    """Load every SAE of a recipe (on the CPU) with the layer it attaches to. Done before the
+    model loads, so missing or corrupt SAE files fail in milliseconds."""
+    loaded: dict[str, tuple[SAE, int | None]] = {}
+    for i, spec in enumerate(recipe.saes):
+        where = f"saes[{i}]"
+        sae = load_sae(resolve_sae_path(spec, where=where), pm=pm)
+        if spec.layer is not None and sae.cfg.layer is not None and spec.layer != sae.cfg.layer:
+            raise SteerError(
+                f"layer {spec.layer} does not match the SAE, trained on layer {sae.cfg.layer}",
+                where=f"{where}.layer",
+            )
+        loaded[spec.id] = (sae, spec.layer if spec.layer is not None else sae.cfg.layer)
+    return loaded
+
+
+def attach_saes(
+    saes: dict[str, tuple[SAE, int | None]], model: LoadedModel, recipe: Recipe
+) -> dict[str, tuple[SAE, int]]:
+    """Check each SAE fits the model (width, layer) and move it to the model's device."""
+    attached: dict[str, tuple[SAE, int]] = {}
+    for i, spec in enumerate(recipe.saes):
+        sae, layer = saes[spec.id]
+        where = f"saes[{i}]"
+        check_fits_model(
+            sae, d_model=model.d_model, n_layers=model.n_layers, where=where, layer=layer
+        )
+        attached[spec.id] = (sae.to(model.device).eval(), layer)  # check_fits_model: not None
+    return attached
+
+
+class Steerer:
+    """A recipe bound to a loaded model and SAEs; ``run()`` any number of times.
+
+    Example::
+
+        from steer import Steerer, load_recipe
+        steerer = Steerer(load_recipe("recipes/demo.yaml"))
+        results = steerer.run()
+        print(results.results[0].steered)
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        *,
+        pm=None,
+        model: LoadedModel | None = None,
+        device: str | None = None,
+    ):
+        from steer.check import check_recipe
+        from steer.plugins import get_plugin_manager
+
+        self.recipe = recipe
+        self.pm = pm if pm is not None else get_plugin_manager()
+        check_recipe(recipe, self.pm)  # fail before the slow loads
+        self.timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+        saes = load_saes(recipe, pm=self.pm)
+        self.timing["load_saes_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.model = model if model is not None else load_model(recipe.model, device=device)
+        self.timing["load_model_s"] = time.perf_counter() - t0
+        self.saes = attach_saes(saes, self.model, recipe)
+
+    def run(self, *, baseline: bool = True, on_step: StepCallback | None = None) -> RunResults:
+        """Generate every prompt with the recipe's interventions (and, if ``baseline``, without
+        them, with the same seed), batch by batch."""
+        recipe, gen = self.recipe, self.recipe.generation
+        self.pm.hook.steer_run_started(recipe=recipe)
+        timing = dict(self.timing, baseline_s=0.0, steered_s=0.0, new_tokens=0)
+        results: list[PromptResult] = []
+        indices = list(range(len(recipe.prompts)))
+        for start in range(0, len(indices), gen.batch_size):
+            batch = indices[start : start + gen.batch_size]
+            texts = [recipe.prompts[i].text for i in batch]
+            enc = self.model.tokenize(texts, chat=gen.chat)
+            base_texts: list[str | None] = [None] * len(batch)
+            if baseline:
+                t0 = time.perf_counter()
+                base_ids = generate_plain(self.model, enc, recipe)
+                timing["baseline_s"] += time.perf_counter() - t0
+                base_texts = self._decode(enc, base_ids)[0]
+            sites = build_sites(
+                recipe,
+                batch,
+                self.saes,
+                self.pm,
+                dtype=self.model.hf.dtype,
+                device=self.model.device,
+            )
+            t0 = time.perf_counter()
+            ids, raw_events = generate_steered(self.model, enc, sites, recipe, on_step=on_step)
+            timing["steered_s"] += time.perf_counter() - t0
+            steered_texts, lengths = self._decode(enc, ids)
+            timing["new_tokens"] += sum(lengths)
+            events = self._events(enc, ids, lengths, raw_events)
+            for row, i in enumerate(batch):
+                results.append(
+                    PromptResult(
+                        prompt=recipe.prompts[i].text,
+                        baseline=base_texts[row],
+                        steered=steered_texts[row],
+                        events=events[row],
+                    )
+                )
+        if timing["steered_s"] > 0:
+            timing["steered_tok_per_s"] = timing["new_tokens"] / timing["steered_s"]
+        run_results = RunResults(results=results, timing=timing)
+        try:
+            self.pm.hook.steer_run_finished(recipe=recipe, results=run_results)
+        except Exception as exc:  # a reporter's failure must not lose the results
+            log.warning("a steer_run_finished plugin failed: %s: %s", type(exc).__name__, exc)
+        return run_results
+
+    def _decode(self, enc, ids: torch.Tensor) -> tuple[list[str], list[int]]:
+        """Completions as text, each cut at its first end-of-sequence token."""
+        n_prompt = enc["input_ids"].shape[1]
+        texts, lengths = [], []
+        for row in ids[:, n_prompt:].tolist():
+            length = _length_until_eos(row, _eos_ids(self.model))
+            lengths.append(length)
+            texts.append(self.model.tokenizer.decode(row[:length], skip_special_tokens=True))
+        return texts, lengths
+
+    def _events(self, enc, ids, lengths, raw: list[RawEvent]) -> list[list[dict[str, Any]]]:
+        """Give each event its prompt-relative token index and token text."""
+        tok = self.model.tokenizer
+        n_prompt = enc["input_ids"].shape[1]
+        pads = (enc["attention_mask"] == 0).sum(dim=1).tolist()
+        per_row: list[list[dict[str, Any]]] = [[] for _ in lengths]
+        for ev in raw:
+            if ev.step == 0:
+                phase, index, token_id = (
+                    "prompt",
+                    ev.position - pads[ev.row],
+                    ids[ev.row, ev.position],
+                )
+            else:
+                phase, index = "generated", ev.step - 1
+                if index >= lengths[ev.row]:
+                    continue  # the row had already ended; what follows is padding
+                token_id = ids[ev.row, n_prompt + index]
+            per_row[ev.row].append(
+                {
+                    "monitor": ev.label,
+                    "plugin": ev.monitor,
+                    "phase": phase,
+                    "token_index": index,
+                    "token": tok.decode([int(token_id)]),
+                    "feature": ev.feature,
+                    "activation": round(ev.activation, 4),
+                }
+            )
+        return per_row
+
+
+def _eos_ids(model: LoadedModel) -> set[int]:
+    eos = model.hf.generation_config.eos_token_id
+    if eos is None:
+        eos = model.tokenizer.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos])
+
+
+def _length_until_eos(row: list[int], eos: set[int]) -> int:
+    for i, token in enumerate(row):
+        if token in eos:
+            return i
+    return len(row)
+
+
+def generation_kwargs(recipe: Recipe, model: LoadedModel) -> dict[str, Any]:
+    """transformers ``generate`` arguments for a recipe's ``generation`` block."""
+    gen = recipe.generation
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": gen.max_new_tokens,
+        "min_new_tokens": min(gen.min_new_tokens, gen.max_new_tokens),
+        "pad_token_id": model.tokenizer.pad_token_id,
+    }
+    if gen.temperature > 0:
+        kwargs.update(do_sample=True, temperature=gen.temperature, top_p=gen.top_p, top_k=0)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def _seed(recipe: Recipe) -> None:
+    if recipe.generation.seed is not None:
+        torch.manual_seed(recipe.generation.seed)
+
+
+def generate_plain(
+    model: LoadedModel, enc: dict[str, torch.Tensor], recipe: Recipe
+) -> torch.Tensor:
+    """The unsteered completion: plain transformers ``generate``, same seed and settings."""
+    _seed(recipe)
+    with torch.inference_mode():
+        return model.hf.generate(**enc, **generation_kwargs(recipe, model))
+
+
+def generate_steered(
+    model: LoadedModel,
+    enc: dict[str, torch.Tensor],
+    sites: list[Site],
+    recipe: Recipe,
+    *,
+    on_step: StepCallback | None = None,
+) -> tuple[torch.Tensor, list[RawEvent]]:
+    """One nnsight ``generate`` over the batch with every site's edits on every step.
+
+    Returns the output ids [batch, prompt + new] and the raw monitor events.
+    """
+    lm = model.lm
+    valid = enc["attention_mask"].bool()
+    events: list[RawEvent] = []
+    by_layer: dict[int, list[Site]] = {}
+    for site in sites:
+        by_layer.setdefault(site.layer, []).append(site)
+    # Sites must be visited in the order the forward pass reaches them.
+    layers = [(layer, model.layer_envoy(layer), by_layer[layer]) for layer in sorted(by_layer)]
+    _seed(recipe)
+    with warnings.catch_warnings():
+        # An open-ended step loop leaves one request parked past the last token; nnsight
+        # reports that as a warning although it is the expected way to end.
+        warnings.filterwarnings("ignore", message=".*was never reached")
+        # Nested, not combined: nnsight re-reads the traced `with` block from source.
+        with torch.inference_mode():  # noqa: SIM117
+            with lm.generate(**generation_kwargs(recipe, model)) as tracer:
+                with tracer.invoke(enc):
+                    if layers or on_step is not None:
+                        for step in tracer.all():
+                            _step(layers, step, valid, events)
+                            if on_step is not None:
+                                on_step(step)
+                with tracer.invoke():
+                    ids = tracer.result.save()
+    return ids, events
+
+
+def _step(layers, step: int, valid: torch.Tensor, events: list[RawEvent]) -> None:
+    """Edit every site on one generation step. Called from inside the nnsight trace."""
+    for _layer, envoy, sites in layers:
+        if not any(site.busy_at(step) for site in sites):
+            continue
+        hidden = original = envoy.output
+        for site in sites:
+            hidden, found = edit_site(site, hidden, step, valid if step == 0 else None)
+            events.extend(found)
+        if hidden is not original:
+            envoy.output = hidden
+
+
+def run_recipe(recipe: Recipe, **kwargs: Any) -> RunResults:
+    """Load what a recipe needs and run it once: the one-call form of :class:`Steerer`."""
+    run_kwargs = {k: kwargs.pop(k) for k in ("baseline", "on_step") if k in kwargs}
+    return Steerer(recipe, **kwargs).run(**run_kwargs)

@@ -1,0 +1,228 @@
+"""The YAML recipe schema: what to load, what to generate, which features to edit or watch.
+
+A recipe is parsed into a frozen pydantic model with ``extra="forbid"``: an unknown key or a
+wrong type is an error that names the field path, e.g.
+``interventions[1].features[0]: feature 9999 is out of range (SAE res12 has 4608)``.
+Parsing never loads the model, so a bad recipe fails in milliseconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from steer.errors import SteerError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+Positions = Literal["prompt", "generated", "all"]
+FeatureIndex = Annotated[int, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class SAESpec(_Strict):
+    """One SAE to attach. Give exactly one of ``path``, ``builtin`` or ``hf``."""
+
+    id: str = Field(min_length=1, description="Name that interventions and monitors refer to.")
+    path: str | None = Field(None, description="Local SAE folder (SAELens or sparsify format).")
+    builtin: str | None = Field(None, description="Name of an SAE shipped with steer.")
+    hf: str | None = Field(
+        None, description="Hugging Face repo id holding SAELens-format SAEs (needs network)."
+    )
+    subfolder: str | None = Field(None, description="Folder inside the `hf` repo.")
+    layer: int | None = Field(
+        None, ge=0, description="Residual stream after this block; default: the SAE's cfg."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SAESpec:
+        given = [k for k in ("path", "builtin", "hf") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of path, builtin or hf"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.subfolder is not None and self.hf is None:
+            raise ValueError("subfolder is only meaningful with hf")
+        return self
+
+
+class GenerationSpec(_Strict):
+    """How to generate. ``temperature: 0`` means greedy decoding."""
+
+    max_new_tokens: int = Field(40, ge=1, le=8192)
+    min_new_tokens: int = Field(0, ge=0, description="Suppress end-of-sequence before this many.")
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = 0
+    chat: bool | None = Field(
+        None, description="Wrap prompts in the chat template; default: if the model has one."
+    )
+    batch_size: int = Field(8, ge=1, description="Prompts per generate call.")
+
+
+class InterventionSpec(_Strict):
+    """Edit SAE features with an intervention plugin on the chosen positions."""
+
+    plugin: str = Field(min_length=1, description="Intervention name: ablate, clamp, scale, ...")
+    sae: str = Field(min_length=1, description="Id of an SAE in `saes`.")
+    features: list[FeatureIndex] = Field(min_length=1)
+    value: float | None = Field(None, description="Parameter of the intervention, if it takes one.")
+    positions: Positions = "all"
+
+
+class MonitorSpec(_Strict):
+    """Watch SAE features during generation and report events."""
+
+    plugin: str = "threshold"
+    sae: str = Field(min_length=1)
+    features: list[FeatureIndex] = Field(min_length=1)
+    threshold: float = 0.0
+    name: str | None = None
+    positions: Positions = "all"
+
+
+class PromptSpec(_Strict):
+    """A prompt, optionally with interventions of its own (added to the recipe's)."""
+
+    text: str = Field(min_length=1)
+    interventions: list[InterventionSpec] = Field(default_factory=list)
+    inherit_interventions: bool = Field(
+        True, description="Also apply the recipe-level interventions to this prompt."
+    )
+
+
+class Recipe(_Strict):
+    """A whole steering recipe."""
+
+    model: str = DEFAULT_MODEL
+    saes: list[SAESpec] = Field(default_factory=list)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    prompts: list[PromptSpec] = Field(min_length=1)
+    interventions: list[InterventionSpec] = Field(default_factory=list)
+    monitors: list[MonitorSpec] = Field(default_factory=list)
+
+    @field_validator("prompts", mode="before")
+    @classmethod
+    def _strings_are_prompts(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"text": p} if isinstance(p, str) else p for p in value]
+        return value
+
+    @model_validator(mode="after")
+    def _references(self) -> Recipe:
+        ids = [s.id for s in self.saes]
+        for i, sae_id in enumerate(ids):
+            if ids.index(sae_id) != i:
+                raise _located(f"saes[{i}].id", f"duplicate SAE id {sae_id!r}")
+        for where, step in self.steps():
+            if step.sae not in ids:
+                known = ", ".join(repr(x) for x in ids) or "none"
+                raise _located(f"{where}.sae", f"unknown SAE {step.sae!r} (known: {known})")
+        return self
+
+    def steps(self) -> list[tuple[str, InterventionSpec | MonitorSpec]]:
+        """Every intervention and monitor with its field path, for validation messages."""
+        found: list[tuple[str, InterventionSpec | MonitorSpec]] = []
+        found += [(f"interventions[{i}]", s) for i, s in enumerate(self.interventions)]
+        for p, prompt in enumerate(self.prompts):
+            found += [
+                (f"prompts[{p}].interventions[{i}]", s) for i, s in enumerate(prompt.interventions)
+            ]
+        found += [(f"monitors[{i}]", s) for i, s in enumerate(self.monitors)]
+        return found
+
+    def interventions_for(self, prompt: PromptSpec) -> list[InterventionSpec]:
+        """The interventions that apply to one prompt (the recipe's, then its own)."""
+        inherited = list(self.interventions) if prompt.inherit_interventions else []
+        return inherited + list(prompt.interventions)
+
+    def sae(self, sae_id: str) -> SAESpec:
+        return next(s for s in self.saes if s.id == sae_id)
+
+
+class _LocatedError(ValueError):
+    """A validation error that already knows its absolute field path."""
+
+    def __init__(self, where: str, message: str):
+        self.where = where
+        super().__init__(message)
+
+
+def _located(where: str, message: str) -> _LocatedError:
+    return _LocatedError(where, message)
+
+
+def format_location(loc: tuple[Any, ...]) -> str:
+    """``("interventions", 1, "features", 0)`` -> ``interventions[1].features[0]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part not in ("function-after[_one_source(), SAESpec]",):
+            out += f".{part}" if out else str(part)
+    return out or "recipe"
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    err = exc.errors(include_url=False)[0]
+    ctx_error = (err.get("ctx") or {}).get("error")
+    if isinstance(ctx_error, _LocatedError):
+        return ctx_error.where, str(ctx_error)
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p and "(" in p))
+    message = err["msg"]
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif err["type"] == "missing":
+        message = "required field is missing"
+    elif err["type"] == "too_short" and (err.get("ctx") or {}).get("min_length") == 1:
+        message = "must not be empty" if err["loc"] != ("prompts",) else "the prompt list is empty"
+    message = message.removeprefix("Value error, ")
+    return format_location(loc), message
+
+
+def parse_recipe(data: Any, *, source: str = "recipe") -> Recipe:
+    """Validate a recipe given as plain data (e.g. from ``yaml.safe_load``)."""
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise SteerError(f"a recipe must be a mapping of keys, got {kind}", where=source)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        where, message = _first_error(exc)
+        extra = exc.error_count() - 1
+        more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
+        raise SteerError(f"{where}: {message}{more}", where=source) from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a YAML recipe file; every problem is a one-line :class:`SteerError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SteerError("recipe file not found", where=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SteerError(f"cannot read recipe: {exc}", where=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SteerError(f"malformed YAML: {problem}", where=at) from None
+    recipe = parse_recipe(data, source=str(path))
+    return recipe.model_copy(update={"saes": [_resolve_path(s, path.parent) for s in recipe.saes]})
+
+
+def _resolve_path(spec: SAESpec, base: Path) -> SAESpec:
+    """SAE paths in a recipe are relative to the recipe file, not to the working directory."""
+    if spec.path is None or Path(spec.path).expanduser().is_absolute():
+        return spec
+    return spec.model_copy(update={"path": str((base / spec.path).resolve())})

@@ -1,0 +1,235 @@
+"""The SAE config and the base class every SAE architecture derives from.
+
+An SAE maps a residual-stream vector ``x`` (``d_in`` wide) to ``d_sae`` feature activations and
+back, with SAELens' parameter names and shapes::
+
+    pre  = (x - b_dec if apply_b_dec_to_input else x) @ W_enc + b_enc    # W_enc [d_in, d_sae]
+    f    = activation(pre)                                                # per architecture
+    x'   = f @ W_dec + b_dec                                              # W_dec [d_sae, d_in]
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from steer.errors import SteerError
+
+# Names a cfg.json may use for a dtype (SAELens writes "float32", older files "torch.float32";
+# sparsify's safetensors headers say "F32").
+_DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "float": torch.float32,
+    "f32": torch.float32,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "f16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float64": torch.float64,
+    "double": torch.float64,
+    "f64": torch.float64,
+}
+
+# Hook names that say which block's output (residual stream) an SAE reads.
+_HF_RESID = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)$")  # model.layers.N, layers.N, transformer.h.N
+_TL_RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_(post|pre)$")
+
+# Narrow matrix products take a different BLAS kernel (a matrix-vector path) that sums in
+# another order, so a few gathered encoder columns would not reproduce the full encode's bits.
+# encode_features pads narrow requests to this many columns to stay on the full GEMM's path.
+_MIN_GEMM_WIDTH = 32
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """The torch dtype for a cfg.json ``dtype`` string such as ``"float32"`` or
+    ``"torch.bfloat16"``; raises ``ValueError`` for anything else."""
+    key = str(name).strip().lower().removeprefix("torch.")
+    if key not in _DTYPES:
+        known = ", ".join(sorted({str(d).removeprefix("torch.") for d in _DTYPES.values()}))
+        raise ValueError(f"dtype {name!r} is not supported (use one of {known})")
+    return _DTYPES[key]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.float32`` -> ``"float32"``: the spelling SAELens writes to cfg.json."""
+    return str(dtype).removeprefix("torch.")
+
+
+def layer_of_hook(hf_hook_name: str | None, hook_name: str | None) -> int | None:
+    """The block whose output (residual stream) a hook reads, or ``None`` if unknown.
+
+    ``model.layers.N`` / ``layers.N`` (Hugging Face, sparsify) and
+    ``blocks.N.hook_resid_post`` (TransformerLens) are the output of block N;
+    ``blocks.N.hook_resid_pre`` is the input of block N, i.e. the output of block N-1.
+    """
+    if hf_hook_name and (m := _HF_RESID.search(hf_hook_name)):
+        return int(m.group(1))
+    if hook_name and (m := _TL_RESID.match(hook_name)):
+        n = int(m.group(1))
+        if m.group(2) == "post":
+            return n
+        # resid_pre of block 0 is the embeddings: no block's output, so no layer.
+        return n - 1 if n > 0 else None
+    return None
+
+
+@dataclass(frozen=True)
+class SAEConfig:
+    """What an SAE is: its architecture, sizes, and where in which model it was trained.
+
+    ``hook_name`` is the TransformerLens name (``blocks.12.hook_resid_post``) and
+    ``hf_hook_name`` the Hugging Face module whose output the SAE reads (``model.layers.12``).
+    ``metadata`` holds every other cfg.json metadata key, so a load-save round trip keeps it.
+    """
+
+    architecture: str
+    d_in: int
+    d_sae: int
+    dtype: str = "float32"
+    apply_b_dec_to_input: bool = True
+    normalize_activations: str = "none"
+    k: int | None = None
+    hook_name: str | None = None
+    hf_hook_name: str | None = None
+    model_name: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def layer(self) -> int | None:
+        """The block whose output the SAE reads (from the hook names), or ``None``."""
+        return layer_of_hook(self.hf_hook_name, self.hook_name)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        """``dtype`` as a torch dtype."""
+        return parse_dtype(self.dtype)
+
+
+class SAE(torch.nn.Module):
+    """Base class of all SAE architectures (built-in and from plugins).
+
+    A subclass sets ``architecture`` (the cfg.json name), implements :meth:`activation`, and may
+    add parameters in ``__init__`` (after calling ``super().__init__(cfg)``); every parameter
+    and persistent buffer is saved to and loaded from ``sae_weights.safetensors`` under its
+    attribute name. A subclass whose activation acts on each feature on its own sets
+    ``columnwise = True`` and implements :meth:`activation_columns`, so that
+    :meth:`encode_features` can skip the other encoder columns.
+    """
+
+    architecture: ClassVar[str]
+    columnwise: ClassVar[bool] = False
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        type(self).check_config(cfg)
+        self.cfg = cfg
+        dtype = cfg.torch_dtype
+        self.W_enc = torch.nn.Parameter(torch.zeros(cfg.d_in, cfg.d_sae, dtype=dtype))
+        self.b_enc = torch.nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
+        self.W_dec = torch.nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in, dtype=dtype))
+        self.b_dec = torch.nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+
+    @classmethod
+    def check_config(cls, cfg: SAEConfig) -> None:
+        """Raise ``ValueError`` if this class cannot run ``cfg`` (called before any weights are
+        read, so a bad cfg.json fails fast). Subclasses extend it for their own keys."""
+        if cfg.architecture != cls.architecture:
+            raise ValueError(
+                f"config architecture {cfg.architecture!r} does not match {cls.__name__} "
+                f"({cls.architecture!r})"
+            )
+        for key in ("d_in", "d_sae"):
+            value = getattr(cfg, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        if cfg.normalize_activations != "none":
+            raise ValueError(
+                f"normalize_activations {cfg.normalize_activations!r} is not supported "
+                "(only 'none')"
+            )
+        parse_dtype(cfg.dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the weights (inputs are cast to it)."""
+        return self.W_enc.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the weights."""
+        return self.W_enc.device
+
+    def _sae_in(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.W_enc.dtype)
+        return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+
+    def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder pre-activations ``[..., d_sae]`` of ``x`` ``[..., d_in]`` (cast to the SAE's
+        dtype)."""
+        return self._sae_in(x) @ self.W_enc + self.b_enc
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        """Feature activations from all pre-activations ``[..., d_sae]``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement activation()")
+
+    def activation_columns(self, pre: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Activations of features ``idx`` from their own pre-activations ``[..., len(idx)]``.
+
+        Only called when ``columnwise`` is true; must apply the same float operations as
+        :meth:`activation` does to those columns.
+        """
+        raise NotImplementedError(f"{type(self).__name__} is not columnwise")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature activations ``[..., d_sae]`` of ``x`` ``[..., d_in]``. ``x`` is cast to the
+        SAE's dtype, and so is the result."""
+        return self.activation(self.pre_acts(x))
+
+    def encode_features(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Activations ``[..., len(idx)]`` of just the features ``idx``; equal to
+        ``encode(x)[..., idx]``.
+
+        Columnwise architectures (standard, jumprelu) compute only those encoder columns, which
+        is what makes editing a few features cheap. Others (topk: a feature's value depends on
+        the k-th largest pre-activation) run the full encode and pick the columns.
+        """
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.W_enc.device)
+        if not self.columnwise:
+            return self.encode(x)[..., idx]
+        w = self.W_enc[:, idx]
+        m = w.shape[1]
+        width = min(_MIN_GEMM_WIDTH, self.cfg.d_sae)
+        if m < width:
+            w = torch.cat([w, w.new_zeros(w.shape[0], width - m)], dim=1)
+        pre = (self._sae_in(x) @ w)[..., :m] + self.b_enc[idx]
+        return self.activation_columns(pre, idx)
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        """Reconstruction ``[..., d_in]`` of feature activations ``f`` ``[..., d_sae]``."""
+        return f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``decode(encode(x))``: the SAE's reconstruction of ``x``."""
+        return self.decode(self.encode(x))
+
+    def decoder_rows(self, idx: torch.Tensor) -> torch.Tensor:
+        """Decoder directions ``[len(idx), d_in]`` of features ``idx`` (rows of ``W_dec``)."""
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.W_dec.device)
+        return self.W_dec[idx]
+
+    def extra_repr(self) -> str:
+        cfg = self.cfg
+        k = f", k={cfg.k}" if cfg.k is not None else ""
+        return f"{cfg.architecture}, d_in={cfg.d_in}, d_sae={cfg.d_sae}{k}, layer={cfg.layer}"
+
+
+def construct(cls: type[SAE], cfg: SAEConfig, *, where: str) -> SAE:
+    """``cls(cfg)``, with a config the class refuses reported as a one-line SteerError."""
+    try:
+        return cls(cfg)
+    except (ValueError, TypeError) as exc:
+        raise SteerError(str(exc).splitlines()[0], where=where) from exc

@@ -1,0 +1,242 @@
+"""Reading an SAE folder's cfg.json: SAELens v6, SAELens pre-6.0 (flat), and sparsify.
+
+Finds the folder, tells the formats apart, and turns each into an :class:`SAEConfig` checked
+against the class that will run it. Every problem is a one-line
+:class:`~steer.errors.SteerError` naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import safetensors
+
+from steer.errors import SteerError
+from steer.sae.base import SAE, SAEConfig, dtype_name, parse_dtype
+from steer.sae.registry import get_architectures
+
+CFG_FILENAME = "cfg.json"
+WEIGHTS_FILENAME = "sae_weights.safetensors"
+SPARSITY_FILENAME = "sparsity.safetensors"
+SPARSIFY_WEIGHTS = "sae.safetensors"
+
+# SAELens reads a cfg.json without metadata.sae_lens_version as pre-6.0 and then drops the hook
+# name; any version >= 6.0.0 makes it read our nested layout.
+SAE_LENS_VERSION = "6.0.0"
+
+DEDICATED = ("model_name", "hook_name", "hf_hook_name")  # SAEConfig fields, not metadata
+# Metadata keys save_sae always writes, with these defaults; a loaded value equal to its
+# default is not kept in SAEConfig.metadata, so save -> load gives back an equal config.
+SAVE_DEFAULTS: dict[str, Any] = {
+    "hook_head_index": None,
+    "prepend_bos": True,
+    "context_size": None,
+    "dataset_path": None,
+}
+# Pre-6.0 flat configs: old key names, and which keys describe the model and data (kept as
+# metadata, as SAELens does) rather than training knobs (dropped).
+_PRE6_RENAMES = {
+    "hook_point": "hook_name",
+    "hook_point_layer": "hook_layer",
+    "hook_point_head_index": "hook_head_index",
+}
+_PRE6_METADATA = {
+    "hook_layer", "hook_head_index", "prepend_bos", "context_size", "dataset_path",
+    "dataset_trust_remote_code", "neuronpedia_id", "model_from_pretrained_kwargs",
+    "model_class_name", "exclude_special_tokens", "seqpos_slice", "sae_lens_training_version",
+}  # fmt: skip
+_SPARSIFY_HOOKPOINT = re.compile(r"^(?:model\.)?(layers\.\d+(?:\..+)?)$")
+
+
+def _find_folder(path: str | Path) -> Path:
+    """The folder holding cfg.json: ``path`` itself or its only SAE subfolder (sparsify
+    repos hold one folder per hookpoint)."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise SteerError("no such SAE folder", where=str(p))
+    if not p.is_dir():
+        raise SteerError(f"is a file, not an SAE folder (one with {CFG_FILENAME})", where=str(p))
+    if (p / CFG_FILENAME).is_file():
+        return p
+    subs = sorted(c for c in p.iterdir() if c.is_dir() and (c / CFG_FILENAME).is_file())
+    if len(subs) == 1:
+        return subs[0]
+    if subs:
+        names = ", ".join(c.name for c in subs)
+        raise SteerError(f"holds {len(subs)} SAEs ({names}); give the path of one", where=str(p))
+    raise SteerError(f"no {CFG_FILENAME} here (not an SAELens or sparsify folder)", where=str(p))
+
+
+def _read_json(file: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SteerError(
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", where=str(file)
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SteerError(f"cannot read it: {exc}".splitlines()[0], where=str(file)) from None
+    if not isinstance(raw, dict):
+        raise SteerError("must hold a JSON object", where=str(file))
+    return raw
+
+
+def _require(raw: dict[str, Any], key: str, where: str) -> Any:
+    if raw.get(key) is None:
+        raise SteerError(f"missing required key {key!r}", where=where)
+    return raw[key]
+
+
+def _int_or_none(value: Any, key: str, where: str) -> int | None:
+    # JSON writers sometimes emit 32.0 for an integer; a genuine fraction is an error.
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise SteerError(f"{key} must be an integer, got {value!r}", where=where)
+
+
+def _str_or_none(value: Any, key: str, where: str) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise SteerError(f"{key} must be a string, got {value!r}", where=where)
+    return value
+
+
+def _dtype(value: Any, where: str) -> str:
+    try:
+        return dtype_name(parse_dtype(value))
+    except ValueError as exc:
+        raise SteerError(str(exc), where=where) from None
+
+
+def _refuse(raw: dict[str, Any], key: str, allowed: Any, where: str) -> None:
+    """Fail for a key whose value changes the computation in a way steer does not run."""
+    value = raw.get(key, allowed)
+    if value is not None and value != allowed:
+        raise SteerError(f"{key} {value!r} is not supported (only {allowed!r})", where=where)
+
+
+def _saelens_config(raw: dict[str, Any], where: str) -> SAEConfig:
+    """SAEConfig from an SAELens cfg.json: v6 (metadata nested) or pre-6.0 (flat)."""
+    flat = {_PRE6_RENAMES.get(k, k): v for k, v in raw.items()}
+    nested = raw.get("metadata", raw.get("meta"))  # "meta" in the 6.0 release candidates
+    nested = nested if isinstance(nested, dict) else None
+
+    def lookup(key: str) -> Any:  # metadata: the nested value, else the old top-level one
+        return nested[key] if nested is not None and key in nested else flat.get(key)
+
+    architecture = raw.get("architecture") or "standard"
+    activation_fn = flat.get("activation_fn_str", flat.get("activation_fn"))
+    kwargs = raw.get("activation_fn_kwargs")
+    k = raw.get("k", kwargs.get("k") if isinstance(kwargs, dict) else None)
+    if architecture == "standard" and activation_fn == "topk":
+        architecture = "topk"  # pre-6.0 TopK SAEs were "standard" + activation_fn_str "topk"
+    elif architecture == "standard" and activation_fn not in (None, "relu"):
+        raise SteerError(f"activation_fn {activation_fn!r} is not supported", where=where)
+    _refuse(raw, "reshape_activations", "none", where)
+    _refuse(raw, "finetuning_scaling_factor", False, where)
+    _refuse(raw, "rescale_acts_by_decoder_norm", False, where)
+    normalize = raw.get("normalize_activations", "none")
+    if isinstance(normalize, bool) or normalize is None:  # pre-6.0: a bool
+        normalize = "expected_average_only_in" if normalize else "none"
+    apply_b_dec = raw.get("apply_b_dec_to_input", True)
+    if not isinstance(apply_b_dec, bool):
+        raise SteerError(
+            f"apply_b_dec_to_input must be true or false, got {apply_b_dec!r}", where=where
+        )
+
+    if nested is not None:
+        keep = nested
+    else:
+        keep = {key: value for key, value in flat.items() if key in _PRE6_METADATA}
+    metadata = {
+        key: value
+        for key, value in keep.items()
+        if key not in DEDICATED
+        and key != "sae_lens_version"
+        and not (key in SAVE_DEFAULTS and value == SAVE_DEFAULTS[key])
+    }
+    return SAEConfig(
+        architecture=_str_or_none(architecture, "architecture", where),
+        d_in=_int_or_none(_require(raw, "d_in", where), "d_in", where),
+        d_sae=_int_or_none(_require(raw, "d_sae", where), "d_sae", where),
+        dtype=_dtype(raw.get("dtype") or "float32", where),
+        apply_b_dec_to_input=apply_b_dec,
+        normalize_activations=str(normalize),
+        k=_int_or_none(k, "k", where),
+        **{key: _str_or_none(lookup(key), key, where) for key in DEDICATED},
+        metadata=metadata,
+    )
+
+
+def _sparsify_config(folder: Path, raw: dict[str, Any], where: str) -> SAEConfig:
+    """SAEConfig from a sparsify cfg.json; the hookpoint is the folder's name."""
+    d_in = _int_or_none(_require(raw, "d_in", where), "d_in", where)
+    n = _int_or_none(raw.get("num_latents"), "num_latents", where) or 0
+    if n == 0:  # sparsify: 0 means d_in * expansion_factor
+        n = d_in * (_int_or_none(raw.get("expansion_factor", 32), "expansion_factor", where) or 0)
+    _refuse(raw, "activation", "topk", where)
+    for key in ("skip_connection", "transcode", "embed_skip", "gram_lookup"):
+        _refuse(raw, key, False, where)
+    hookpoint = folder.name
+    m = _SPARSIFY_HOOKPOINT.match(hookpoint)
+    hf_hook_name = f"model.{m.group(1)}" if m else None
+    layer = re.fullmatch(r"layers\.(\d+)", m.group(1)) if m else None
+    weights = folder / SPARSIFY_WEIGHTS
+    dtype = "float32"
+    if weights.is_file():  # sparsify keeps the dtype only in the weights; the header says it
+        with open_safetensors(weights) as f:
+            keys = list(f.keys())
+            if keys:
+                dtype = _dtype(f.get_slice(keys[0]).get_dtype(), str(weights))
+    return SAEConfig(
+        architecture="topk",
+        d_in=d_in,
+        d_sae=n,
+        dtype=dtype,
+        apply_b_dec_to_input=True,  # sparsify encodes (x - b_dec) @ encoder.weight.T + bias
+        k=_int_or_none(raw.get("k"), "k", where),
+        hook_name=f"blocks.{layer.group(1)}.hook_resid_post" if layer else None,
+        hf_hook_name=hf_hook_name,
+        metadata={"converted_from": "sparsify", "sparsify_hookpoint": hookpoint},
+    )
+
+
+def read_config(path: str | Path, pm: Any) -> tuple[Path, bool, SAEConfig, type[SAE]]:
+    """Folder, whether it is sparsify, its config, and the class that runs it."""
+    folder = _find_folder(path)
+    cfg_file = folder / CFG_FILENAME
+    where = str(cfg_file)
+    raw = _read_json(cfg_file)
+    # sparsify's cfg.json has num_latents/expansion_factor where SAELens has d_sae.
+    is_sparsify = "d_sae" not in raw and (
+        "num_latents" in raw
+        or "expansion_factor" in raw
+        or ((folder / SPARSIFY_WEIGHTS).is_file() and not (folder / WEIGHTS_FILENAME).is_file())
+    )
+    cfg = _sparsify_config(folder, raw, where) if is_sparsify else _saelens_config(raw, where)
+    architectures = get_architectures(pm)
+    cls = architectures.get(cfg.architecture)
+    if cls is None:
+        known = ", ".join(sorted(architectures))
+        raise SteerError(
+            f"unknown SAE architecture {cfg.architecture!r} (known: {known})", where=where
+        )
+    try:
+        cls.check_config(cfg)
+    except (ValueError, TypeError) as exc:
+        raise SteerError(str(exc).splitlines()[0], where=where) from None
+    return folder, is_sparsify, cfg, cls
+
+
+def open_safetensors(file: Path) -> Any:
+    """``safetensors.safe_open`` on CPU (lazy: reads the header only), with an unreadable,
+    truncated or corrupt file reported as a one-line SteerError naming it."""
+    try:
+        return safetensors.safe_open(str(file), framework="pt", device="cpu")
+    except (safetensors.SafetensorError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SteerError(f"not a readable safetensors file ({first})", where=str(file)) from None

@@ -1,0 +1,207 @@
+"""SAEs on disk: SAELens folders (v6 and the older flat cfg.json) and EleutherAI sparsify.
+
+SAELens folder: ``cfg.json`` + ``sae_weights.safetensors`` (+ optional ``sparsity.safetensors``).
+sparsify: ``<hookpoint>/cfg.json`` + ``<hookpoint>/sae.safetensors``, hookpoint ``layers.N``
+being the residual stream after block N. steer writes SAELens v6 only.
+
+Every problem with a folder is a one-line :class:`~steer.errors.SteerError` naming the path.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import safetensors.torch
+import torch
+
+from steer.errors import SteerError
+from steer.fileio import atomic_dir
+from steer.sae.base import SAE, SAEConfig, construct, dtype_name
+from steer.sae.configs import (
+    CFG_FILENAME,
+    DEDICATED,
+    SAE_LENS_VERSION,
+    SAVE_DEFAULTS,
+    SPARSIFY_WEIGHTS,
+    SPARSITY_FILENAME,
+    WEIGHTS_FILENAME,
+    open_safetensors,
+    read_config,
+)
+
+__all__ = [
+    "CFG_FILENAME",
+    "SAE_LENS_VERSION",
+    "SPARSIFY_WEIGHTS",
+    "SPARSITY_FILENAME",
+    "WEIGHTS_FILENAME",
+    "check_fits_model",
+    "load_sae",
+    "read_sae_config",
+    "save_sae",
+]
+
+
+def _read_tensors(file: Path, expected: dict[str, tuple[int, ...]], says: str) -> dict:
+    """The tensors ``expected`` names, after checking each is there with the right shape."""
+    if not file.is_file():
+        raise SteerError(f"weights file {file.name} is missing", where=str(file.parent))
+    with open_safetensors(file) as f:
+        keys = set(f.keys())
+        extra = keys - set(expected)
+        for name, shape in expected.items():
+            if name not in keys:
+                have = ", ".join(sorted(keys)) or "none"
+                raise SteerError(f"tensor {name!r} is missing (has: {have})", where=str(file))
+            actual = list(f.get_slice(name).get_shape())
+            if actual != list(shape):
+                raise SteerError(
+                    f"{name} has shape {actual}, cfg.json says {says} (expected {list(shape)})",
+                    where=str(file),
+                )
+        # Old SAELens files may carry an all-ones scaling_factor, which SAELens drops too.
+        if "scaling_factor" in extra and bool((f.get_tensor("scaling_factor") == 1).all()):
+            extra.discard("scaling_factor")
+        if extra:
+            raise SteerError(f"unexpected tensors: {', '.join(sorted(extra))}", where=str(file))
+        try:
+            return {name: f.get_tensor(name) for name in expected}
+        except (safetensors.SafetensorError, OSError) as exc:
+            first = str(exc).splitlines()[0]
+            raise SteerError(f"cannot read tensor data ({first})", where=str(file)) from None
+
+
+def read_sae_config(path: str | Path, *, pm: Any = None) -> SAEConfig:
+    """The config of the SAE at ``path``, reading only its cfg.json (and, for sparsify, the
+    weights file's header for the dtype): no weights are loaded.
+
+    Raises the same one-line :class:`SteerError` as :func:`load_sae` for anything wrong in
+    cfg.json. ``pm`` supplies plugin architectures (built-ins only when ``None``).
+    """
+    return read_config(path, pm)[2]
+
+
+def load_sae(path: str | Path, *, pm: Any = None, device: str | torch.device = "cpu") -> SAE:
+    """Load the SAE at ``path``: an SAELens folder (v6 or pre-6.0 cfg.json), a sparsify
+    hookpoint folder, or a sparsify folder holding exactly one hookpoint folder.
+
+    Weights are cast to the cfg.json dtype and moved to ``device``. ``pm`` supplies plugin
+    architectures (built-ins only when ``None``). Anything wrong raises a one-line
+    :class:`SteerError` naming the file and the problem.
+    """
+    folder, is_sparsify, cfg, cls = read_config(path, pm)
+    sae = construct(cls, cfg, where=str(folder / CFG_FILENAME))
+    if is_sparsify:
+        n, d = cfg.d_sae, cfg.d_in
+        expected = {"encoder.weight": (n, d), "encoder.bias": (n,), "W_dec": (n, d), "b_dec": (d,)}
+        raw = _read_tensors(folder / SPARSIFY_WEIGHTS, expected, f"d_in={d}, num_latents={n}")
+        tensors = {
+            "W_enc": raw["encoder.weight"].T.contiguous(),  # sparsify stores it [n, d_in]
+            "b_enc": raw["encoder.bias"],
+            "W_dec": raw["W_dec"],
+            "b_dec": raw["b_dec"],
+        }
+    else:
+        expected = {name: tuple(t.shape) for name, t in sae.state_dict().items()}
+        says = f"d_in={cfg.d_in}, d_sae={cfg.d_sae}"
+        tensors = _read_tensors(folder / WEIGHTS_FILENAME, expected, says)
+    dtype = cfg.torch_dtype
+    sae.load_state_dict({k: v.to(dtype) for k, v in tensors.items()}, strict=True, assign=True)
+    return sae.to(device)
+
+
+def _saelens_cfg_json(cfg: SAEConfig, extra_metadata: dict[str, Any] | None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {key: getattr(cfg, key) for key in DEDICATED}
+    metadata.update(SAVE_DEFAULTS)
+    metadata.update(cfg.metadata)
+    metadata.update(extra_metadata or {})
+    metadata.update({key: getattr(cfg, key) for key in DEDICATED})  # the config's own win
+    metadata["sae_lens_version"] = SAE_LENS_VERSION
+    out: dict[str, Any] = {
+        "d_in": cfg.d_in,
+        "d_sae": cfg.d_sae,
+        "dtype": dtype_name(cfg.torch_dtype),
+        "device": "cpu",
+        "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
+        "normalize_activations": cfg.normalize_activations,
+        "reshape_activations": "none",
+        "metadata": metadata,
+        "architecture": cfg.architecture,
+    }
+    if cfg.k is not None:
+        out["k"] = cfg.k
+    return out
+
+
+def save_sae(
+    sae: SAE,
+    path: str | Path,
+    *,
+    sparsity: torch.Tensor | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``sae`` to the folder ``path`` in SAELens v6 format, atomically.
+
+    ``cfg.json`` (with ``metadata.sae_lens_version``, so SAELens reads the hook names) and
+    ``sae_weights.safetensors`` in the config's dtype; ``sparsity.safetensors`` (key
+    ``sparsity``: log10 feature density) when ``sparsity`` is given. ``extra_metadata`` keys
+    are added to ``metadata``. An existing SAE at ``path`` is replaced only once the new one
+    is complete (other files in its folder are kept); a folder that holds no SAE is refused.
+    """
+    target = Path(path).expanduser()
+    if target.exists() and not target.is_dir():
+        raise SteerError("exists and is not a folder; refusing to replace it", where=str(target))
+    if target.is_dir() and any(target.iterdir()) and not (target / CFG_FILENAME).is_file():
+        raise SteerError(
+            f"is a folder with no {CFG_FILENAME}; refusing to replace it", where=str(target)
+        )
+    text = json.dumps(_saelens_cfg_json(sae.cfg, extra_metadata), indent=2) + "\n"
+    dtype = sae.cfg.torch_dtype
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in sae.state_dict().items()}
+    ours = {CFG_FILENAME, WEIGHTS_FILENAME, SPARSITY_FILENAME}
+    try:
+        with atomic_dir(target) as tmp:
+            safetensors.torch.save_file(tensors, str(tmp / WEIGHTS_FILENAME))
+            if sparsity is not None:
+                log_density = sparsity.detach().to("cpu", torch.float32).contiguous()
+                safetensors.torch.save_file({"sparsity": log_density}, str(tmp / SPARSITY_FILENAME))
+            (tmp / CFG_FILENAME).write_text(text, encoding="utf-8")
+            if target.is_dir():  # keep what else lives beside the SAE (notes, eval reports)
+                for child in target.iterdir():
+                    if child.name not in ours:
+                        copy = shutil.copytree if child.is_dir() else shutil.copy2
+                        copy(child, tmp / child.name)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise SteerError(f"cannot save the SAE: {reason}", where=str(target)) from exc
+    return target
+
+
+def check_fits_model(
+    sae: SAE, *, d_model: int, n_layers: int, where: str, layer: int | None = None
+) -> None:
+    """Raise a one-line SteerError (prefixed ``where``) unless ``sae`` fits the model: its
+    ``d_in`` is the residual-stream width and its layer (``layer``, else the one its
+    hook names give) is a block of the model."""
+    cfg = sae.cfg
+    if cfg.d_in != d_model:
+        raise SteerError(
+            f"SAE d_in is {cfg.d_in} but the model's residual stream is {d_model}", where=where
+        )
+    hook = cfg.hf_hook_name or cfg.hook_name
+    if cfg.layer is None and hook is not None:
+        raise SteerError(
+            f"the SAE reads {hook!r}, not the residual stream after a block", where=where
+        )
+    layer = layer if layer is not None else cfg.layer
+    if layer is None:
+        raise SteerError("the SAE's cfg.json names no layer; give `layer:`", where=where)
+    if not 0 <= layer < n_layers:
+        raise SteerError(
+            f"the SAE's layer {layer} is out of range (the model has {n_layers} layers)",
+            where=where,
+        )

@@ -1,0 +1,44 @@
+"""Where an SAE named in a recipe lives: a local folder, a builtin shipped with steer, or a
+Hugging Face repo (downloaded once into the Hugging Face cache, for users who are online)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from steer.errors import SteerError
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "data" / "saes"
+
+
+def builtin_saes() -> dict[str, Path]:
+    """The SAEs shipped inside the steer package, by name."""
+    if not BUILTIN_DIR.is_dir():
+        return {}
+    return {p.name: p for p in sorted(BUILTIN_DIR.iterdir()) if (p / "cfg.json").is_file()}
+
+
+def resolve_sae_path(spec, *, where: str) -> Path:
+    """The local folder of the SAE a recipe's ``saes[i]`` entry names."""
+    if spec.path is not None:
+        return Path(spec.path).expanduser()
+    if spec.builtin is not None:
+        shipped = builtin_saes()
+        if spec.builtin not in shipped:
+            known = ", ".join(shipped) or "none yet"
+            raise SteerError(
+                f"unknown builtin SAE {spec.builtin!r} (shipped: {known})", where=where
+            )
+        return shipped[spec.builtin]
+    return _download(spec.hf, spec.subfolder, where=where)
+
+
+def _download(repo_id: str, subfolder: str | None, *, where: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = [f"{subfolder.strip('/')}/*"] if subfolder else None
+    try:
+        root = Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as exc:  # network, auth, missing repo: all one line for the user
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SteerError(f"cannot fetch SAE repo {repo_id!r}: {first}", where=where) from None
+    return root / subfolder if subfolder else root

@@ -1,0 +1,32 @@
+"""The TopK SAE: per position, only the k largest pre-activations survive (then ReLU)."""
+
+from __future__ import annotations
+
+import torch
+
+from steer.sae.base import SAE, SAEConfig
+
+
+class TopKSAE(SAE):
+    """TopK SAE, SAELens architecture ``"topk"``; ``k`` comes from cfg.json (required).
+
+    As in SAELens: take the top k pre-activations, ReLU them, zero every other feature.
+    Not columnwise: whether a feature is on depends on all the others, so
+    :meth:`encode_features` runs the full encode.
+    """
+
+    architecture = "topk"
+
+    @classmethod
+    def check_config(cls, cfg: SAEConfig) -> None:
+        """Also require ``1 <= k <= d_sae``."""
+        super().check_config(cfg)
+        if cfg.k is None:
+            raise ValueError("architecture 'topk' needs `k` (how many features stay on)")
+        if isinstance(cfg.k, bool) or not isinstance(cfg.k, int) or not 1 <= cfg.k <= cfg.d_sae:
+            raise ValueError(f"k must be an integer from 1 to d_sae={cfg.d_sae}, got {cfg.k!r}")
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        """Keep the k largest of ``pre`` (ReLU'd), zero the rest."""
+        top = pre.topk(self.cfg.k, dim=-1, sorted=False)
+        return torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))

@@ -1,0 +1,157 @@
+"""The CLI: bad input gives one clear line and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from sae_factory import make_sae
+
+from steer.cli import main
+from steer.sae import save_sae
+
+
+def call(argv, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def write_recipe(tmp_path, data, name="recipe.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+@pytest.fixture
+def sae_path(tmp_path):
+    path = tmp_path / "sae"
+    save_sae(make_sae(d_in=576, d_sae=64, layer=12, seed=0), path)
+    return path
+
+
+def recipe_data(sae_path, **overrides):
+    data = {
+        "saes": [{"id": "res12", "path": str(sae_path)}],
+        "prompts": ["What is the capital of France?"],
+        "interventions": [{"plugin": "clamp", "sae": "res12", "features": [3], "value": 5.0}],
+    }
+    data.update(overrides)
+    return data
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_check_accepts_a_good_recipe(tmp_path, sae_path, capsys):
+    code, out, _ = call(["check", str(write_recipe(tmp_path, recipe_data(sae_path)))], capsys)
+    assert code == 0
+    assert out.startswith("ok: ")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragments"),
+    [
+        ({"bogus": 1}, ["bogus: unknown key"]),
+        ({"prompts": []}, ["prompts: the prompt list is empty"]),
+        (
+            {"interventions": [{"plugin": "frobnicate", "sae": "res12", "features": [3]}]},
+            ["interventions[0].plugin", "unknown intervention plugin 'frobnicate'", "clamp"],
+        ),
+        (
+            {
+                "interventions": [
+                    {"plugin": "clamp", "sae": "res12", "features": [1, 9999], "value": 1.0}
+                ]
+            },
+            ["interventions[0].features[1]: feature 9999 is out of range (SAE res12 has 64)"],
+        ),
+        (
+            {"interventions": [{"plugin": "clamp", "sae": "res12", "features": [1]}]},
+            ["interventions[0]: intervention 'clamp' needs a `value`"],
+        ),
+        (
+            {"monitors": [{"plugin": "nope", "sae": "res12", "features": [1]}]},
+            ["monitors[0].plugin: unknown monitor plugin 'nope'"],
+        ),
+    ],
+)
+def test_check_rejects_bad_recipes(tmp_path, sae_path, capsys, overrides, fragments):
+    path = write_recipe(tmp_path, recipe_data(sae_path, **overrides))
+    code, _, err = call(["check", str(path)], capsys)
+    assert_one_line_error(code, err, str(path), *fragments)
+
+
+def test_malformed_yaml(tmp_path, capsys):
+    path = write_recipe(tmp_path, "prompts: [unclosed\n")
+    code, _, err = call(["check", str(path)], capsys)
+    assert_one_line_error(code, err, "malformed YAML", f"{path}:")
+
+
+def test_missing_sae_files(tmp_path, capsys):
+    path = write_recipe(tmp_path, recipe_data(tmp_path / "no-such-sae"))
+    code, _, err = call(["check", str(path)], capsys)
+    assert_one_line_error(code, err, "no-such-sae")
+
+
+def test_corrupt_sae_weights_fail_at_run_before_generating(tmp_path, sae_path, capsys):
+    (sae_path / "sae_weights.safetensors").write_bytes(b"\x00garbage")
+    path = write_recipe(tmp_path, recipe_data(sae_path))
+    code, _, err = call(["run", str(path)], capsys)
+    assert_one_line_error(code, err, "sae_weights.safetensors")
+
+
+def test_unknown_builtin_sae(tmp_path, capsys):
+    data = recipe_data(None)
+    data["saes"] = [{"id": "res12", "builtin": "nonexistent"}]
+    code, _, err = call(["check", str(write_recipe(tmp_path, data))], capsys)
+    assert_one_line_error(code, err, "saes[0]", "unknown builtin SAE 'nonexistent'")
+
+
+def test_missing_recipe_file(tmp_path, capsys):
+    code, _, err = call(["run", str(tmp_path / "nope.yaml")], capsys)
+    assert_one_line_error(code, err, "recipe file not found")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    path = write_recipe(tmp_path, "prompts: [unclosed\n")
+    from steer.errors import SteerError
+
+    with pytest.raises(SteerError):
+        main(["check", str(path), "--debug"])
+
+
+def test_usage_errors_exit_2(capsys):
+    code, _, err = call(["run"], capsys)
+    assert code == 2
+    assert "Traceback" not in err
+
+
+def test_plugins_lists_what_each_provides(capsys):
+    code, out, _ = call(["plugins"], capsys)
+    assert code == 0
+    for name in ("ablate", "clamp", "scale", "add", "threshold", "standard", "topk", "jumprelu"):
+        assert name in out
+
+
+def test_json_output_shape(tmp_path, capsys, monkeypatch, tiny_model):
+    """--json prints exactly one object with results and timing (tiny model stands in)."""
+    import steer.engine
+
+    monkeypatch.setattr(steer.engine, "load_model", lambda *a, **k: tiny_model)
+    sae = tmp_path / "tiny_sae"
+    save_sae(make_sae(d_in=tiny_model.d_model, d_sae=32, layer=1, seed=0), sae)
+    data = recipe_data(sae, generation={"max_new_tokens": 5})
+    code, out, _ = call(["run", str(write_recipe(tmp_path, data)), "--json", "-n", "4"], capsys)
+    assert code == 0
+    payload = json.loads(out)
+    assert set(payload) == {"results", "timing"}
+    assert set(payload["results"][0]) == {"prompt", "baseline", "steered", "events"}
