@@ -106,14 +106,29 @@ def _print_results(results, recipe) -> None:
         table.add_column("steered", ratio=1)
         table.add_row(*([r.baseline] if r.baseline is not None else []), r.steered)
         console.print(table)
-        if r.events:
-            console.print(f"  {len(r.events)} monitor events; first: {r.events[0]}")
+        _print_events(console, r.events)
     t = results.timing
     console.print(
         f"[dim]model {t['load_model_s']:.1f}s, SAEs {t['load_saes_s']:.2f}s, "
         f"baseline {t['baseline_s']:.1f}s, steered {t['steered_s']:.1f}s "
         f"({t.get('steered_tok_per_s', 0):.1f} tok/s)[/dim]"
     )
+
+
+def _print_events(console: Console, events: list[dict], shown: int = 8) -> None:
+    """One line per monitor: how many events, and the first few tokens with activations."""
+    by_monitor: dict[str, list[dict]] = {}
+    for event in events:
+        by_monitor.setdefault(event["monitor"], []).append(event)
+    for name, found in by_monitor.items():
+        tokens = ", ".join(
+            f"{e['token']!r}@{e['phase'][0]}{e['token_index']}={e['activation']:.1f}"
+            for e in found[:shown]
+        )
+        more = f", ... ({len(found) - shown} more)" if len(found) > shown else ""
+        console.print(
+            f"  [bold]{name}[/bold]: {len(found)} events: {tokens}{more}", highlight=False
+        )
 
 
 @app.command()

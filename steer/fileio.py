@@ -10,6 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(path: Path) -> None:
     # Make the rename itself durable; not every filesystem allows opening a directory.
     with contextlib.suppress(OSError):
@@ -36,6 +42,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
         _fsync_dir(target.parent)
     except BaseException:
@@ -65,6 +73,8 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
             if child.is_file():
                 with open(child, "rb") as fh:
                     os.fsync(fh.fileno())
+        # mkdtemp makes the folder private (0700); give it the mode a plain mkdir() would.
+        os.chmod(tmp, 0o777 & ~_umask())
         old = None
         if target.exists():
             old = target.with_name(f".{target.name}.old-{os.getpid()}")

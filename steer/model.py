@@ -224,10 +224,11 @@ def _load_gguf_cached(path: Path) -> tuple[Any, Any]:
     cached = cache_dir() / "models" / _gguf_cache_key(path)
     if (cached / "steer-cache.json").is_file():
         try:
-            return (
-                AutoModelForCausalLM.from_pretrained(cached),
-                AutoTokenizer.from_pretrained(cached),
-            )
+            with _no_progress_bars():  # a half-second load needs no bar
+                return (
+                    AutoModelForCausalLM.from_pretrained(cached),
+                    AutoTokenizer.from_pretrained(cached),
+                )
         except Exception as exc:  # a damaged cache is rebuilt, never fatal
             log.warning("model cache %s is unreadable (%s); rebuilding it", cached, exc)
 
@@ -248,3 +249,16 @@ def _load_gguf_cached(path: Path) -> tuple[Any, Any]:
     except OSError as exc:  # a read-only or full cache only costs speed
         log.warning("could not write the model cache at %s: %s", cached, exc)
     return hf, tok
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()

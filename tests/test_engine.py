@@ -203,3 +203,37 @@ def test_edit_writes_back_only_the_change_through_the_decoder(tiny_model):
         f = sae.encode(x)
         expected = x + (3.0 - f[..., feats]) @ sae.W_dec[feats]
     torch.testing.assert_close(new, expected)
+
+
+@pytest.mark.parametrize(
+    ("sae_kwargs", "recipe_layer", "message"),
+    [
+        (
+            {"d_in": 32, "layer": 1},
+            None,
+            "saes[0]: SAE d_in is 32 but the model's residual stream is 64",
+        ),
+        (
+            {"d_in": 64, "layer": 9},
+            None,
+            "saes[0]: the SAE's layer 9 is out of range (the model has 4 layers)",
+        ),
+        (
+            {"d_in": 64, "layer": 1},
+            3,
+            "saes[0].layer: layer 3 does not match the SAE, trained on layer 1",
+        ),
+    ],
+)
+def test_an_sae_that_does_not_fit_the_model_is_refused(
+    tiny_model, pm, tmp_path, sae_kwargs, recipe_layer, message
+):
+    from steer.errors import SteerError
+
+    save_sae(make_sae(d_sae=16, **sae_kwargs), tmp_path / "sae")
+    spec = {"id": "s", "path": str(tmp_path / "sae")}
+    if recipe_layer is not None:
+        spec["layer"] = recipe_layer
+    with pytest.raises(SteerError) as info:
+        Steerer(parse_recipe({"saes": [spec], "prompts": ["hi"]}), pm=pm, model=tiny_model)
+    assert str(info.value) == message
