@@ -205,6 +205,93 @@ def sae_list(debug: bool = _debug_option()) -> None:
         )
 
 
+def _sae_folder(name_or_path: str) -> Path:
+    """An SAE given on the command line: a builtin name or a folder."""
+    from steer.sae.sources import builtin_saes
+
+    shipped = builtin_saes()
+    return shipped[name_or_path] if name_or_path in shipped else Path(name_or_path)
+
+
+@sae_app.command("eval")
+def sae_eval(
+    sae: str = typer.Argument(..., help="Builtin SAE name or SAE folder."),
+    data: list[Path] = typer.Option(..., "--data", help="Text files (txt, JSONL, chat JSON)."),
+    model: str = typer.Option("smollm2-135m-instruct", help="Model the SAE belongs to."),
+    max_tokens: int = typer.Option(50_000, min=128, help="Tokens for reconstruction metrics."),
+    ce_tokens: int = typer.Option(16_384, min=128, help="Tokens for the loss metrics."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    debug: bool = _debug_option(),
+) -> None:
+    """Reconstruction and downstream-loss metrics of an SAE on held-out text."""
+    from steer.activations import read_documents
+    from steer.model import load_model
+    from steer.sae import check_fits_model, load_sae
+    from steer.train_eval import evaluate_sae
+
+    folder = _sae_folder(sae)
+    loaded = load_sae(folder)
+    lm = load_model(model)
+    check_fits_model(loaded, d_model=lm.d_model, n_layers=lm.n_layers, where=str(folder))
+    texts = [doc for path in data for doc in read_documents(path, lm.tokenizer)]
+    metrics = evaluate_sae(
+        lm,
+        loaded.to(lm.device),
+        loaded.cfg.layer,
+        texts,
+        max_tokens=max_tokens,
+        ce_tokens=ce_tokens,
+        progress=not as_json,
+    )
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    table = Table(title=f"{folder.name} on {', '.join(p.name for p in data)}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)):
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+@app.command()
+def train(
+    data: list[Path] = typer.Option(..., "--data", help="Text files or folders to train on."),
+    out: Path = typer.Option(..., "--out", help="Folder for the trained SAE (SAELens format)."),
+    model: str = typer.Option("smollm2-135m-instruct"),
+    layer: int = typer.Option(12, min=0, help="Residual stream after this block."),
+    d_sae: int = typer.Option(4608, min=1, help="Number of features."),
+    k: int = typer.Option(32, min=1, help="Active features per token (TopK)."),
+    collect_tokens: int = typer.Option(1_000_000, min=128, help="Unique tokens to collect."),
+    train_tokens: int = typer.Option(2_000_000, min=1, help="Activations the optimizer sees."),
+    lr: float = typer.Option(2e-3, min=0.0),
+    seed: int = typer.Option(0),
+    checkpoint_every: int = typer.Option(200, min=1, help="Steps between checkpoints."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+    debug: bool = _debug_option(),
+) -> None:
+    """Train a TopK SAE on a model's residual stream (checkpoints; --resume after a kill)."""
+    from steer.train import TrainConfig, train_sae
+
+    config = TrainConfig(
+        out_dir=str(out),
+        data=tuple(str(p) for p in data),
+        model=model,
+        layer=layer,
+        d_sae=d_sae,
+        k=k,
+        collect_tokens=collect_tokens,
+        train_tokens=train_tokens,
+        lr=lr,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+    )
+    path = train_sae(config)
+    typer.echo(f"saved {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app, turning user errors into one line and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
