@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from steer.errors import SteerError
 from steer.plan import Site, active_at
 
 
@@ -69,11 +70,12 @@ def _apply_operations(site, operations, hidden, valid) -> torch.Tensor:
     for op in operations:
         target = after if op.rows is None else after[op.rows]
         selected = target[..., op.cols]
-        edited = op.apply(selected.reshape(-1, selected.shape[-1]), op.value)
-        if edited.shape != (selected.numel() // max(selected.shape[-1], 1), selected.shape[-1]):
-            raise RuntimeError(
-                f"intervention {op.name!r} returned shape {tuple(edited.shape)} for input "
-                f"{tuple(selected.reshape(-1, selected.shape[-1]).shape)}"
+        flat = selected.reshape(-1, selected.shape[-1])
+        edited = op.apply(flat, op.value)
+        if not isinstance(edited, torch.Tensor) or edited.shape != flat.shape:
+            got = tuple(edited.shape) if isinstance(edited, torch.Tensor) else type(edited).__name__
+            raise SteerError(
+                f"intervention {op.name!r} returned {got} for activations of shape {tuple(flat.shape)}"
             )
         target[..., op.cols] = edited.reshape(selected.shape).to(target.dtype)
         if op.rows is not None:

@@ -237,3 +237,27 @@ def test_an_sae_that_does_not_fit_the_model_is_refused(
     with pytest.raises(SteerError) as info:
         Steerer(parse_recipe({"saes": [spec], "prompts": ["hi"]}), pm=pm, model=tiny_model)
     assert str(info.value) == message
+
+
+def test_a_plugin_returning_the_wrong_shape_is_reported(tiny_model, ortho_dir):
+    from steer.errors import SteerError
+    from steer.hookspecs import hookimpl
+    from steer.interventions import InterventionType
+    from steer.plugins import get_plugin_manager
+
+    class Sloppy:
+        @hookimpl
+        def steer_register_interventions(self, register):
+            register(InterventionType("sloppy", lambda acts, value: acts.sum()))
+
+    pm = get_plugin_manager()
+    pm.register(Sloppy(), name="sloppy")
+    with pytest.raises(
+        SteerError, match="intervention 'sloppy' returned \\(\\) for activations of shape"
+    ):
+        steer(
+            tiny_model,
+            pm,
+            saes=[{"id": "s", "path": str(ortho_dir)}],
+            interventions=[{"plugin": "sloppy", "sae": "s", "features": [1]}],
+        )
