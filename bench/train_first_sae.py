@@ -62,10 +62,9 @@ def main() -> None:
 
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from steer.activation_cache import build_activation_cache
-    from steer.activations import build_windows, read_documents
+    from steer.activations import read_documents
     from steer.model import load_model
-    from steer.train import TrainConfig, evaluate_sae, train_sae
+    from steer.train import TrainConfig, collect_activations, evaluate_sae, train_sae
 
     work = Path(args.work)
     timings_file = work / "timings.json"
@@ -101,28 +100,10 @@ def main() -> None:
 
     # Stage 1: activations (the slow part: ~630 tok/s on one thread). train_sae would do the
     # same; running it here first gives the collection speed on its own.
-    t0 = time.perf_counter()
-    windows = build_windows(
-        model.tokenizer,
-        cfg.data,
-        ctx_len=cfg.ctx_len,
-        n_tokens=cfg.collect_tokens,
-        weights=cfg.data_weights,
-        seed=cfg.seed,
-    )
-    mark("windows", time.perf_counter() - t0, windows=len(windows))
     cache_meta = work / "activations" / "meta.json"
     already = cache_meta.is_file() and json.loads(cache_meta.read_text()).get("complete")
     t0 = time.perf_counter()
-    cache = build_activation_cache(
-        model,
-        cfg.layer,
-        windows,
-        cfg.cache_dir,
-        outlier_factor=cfg.outlier_factor,
-        batch_windows=cfg.batch_windows,
-        progress=_progress(time.perf_counter()),
-    )
+    windows, cache = collect_activations(cfg, model, progress=_progress(time.perf_counter()))
     if not already:
         dt = time.perf_counter() - t0
         mark(

@@ -205,14 +205,6 @@ def sae_list(debug: bool = _debug_option()) -> None:
         )
 
 
-def _sae_folder(name_or_path: str) -> Path:
-    """An SAE given on the command line: a builtin name or a folder."""
-    from steer.sae.sources import builtin_saes
-
-    shipped = builtin_saes()
-    return shipped[name_or_path] if name_or_path in shipped else Path(name_or_path)
-
-
 @sae_app.command("eval")
 def sae_eval(
     sae: str = typer.Argument(..., help="Builtin SAE name or SAE folder."),
@@ -227,9 +219,10 @@ def sae_eval(
     from steer.activations import read_documents
     from steer.model import load_model
     from steer.sae import check_fits_model, load_sae
+    from steer.sae.sources import builtin_saes
     from steer.train_eval import evaluate_sae
 
-    folder = _sae_folder(sae)
+    folder = builtin_saes().get(sae, Path(sae))  # a builtin name, else a folder
     loaded = load_sae(folder)
     lm = load_model(model)
     check_fits_model(loaded, d_model=lm.d_model, n_layers=lm.n_layers, where=str(folder))

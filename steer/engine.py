@@ -169,9 +169,10 @@ class Steerer:
     def _decode(self, enc, ids: torch.Tensor) -> tuple[list[str], list[int]]:
         """Completions as text, each cut at its first end-of-sequence token."""
         n_prompt = enc["input_ids"].shape[1]
+        eos = _eos_ids(self.model)
         texts, lengths = [], []
         for row in ids[:, n_prompt:].tolist():
-            length = _length_until_eos(row, _eos_ids(self.model))
+            length = _length_until_eos(row, eos)
             lengths.append(length)
             texts.append(self.model.tokenizer.decode(row[:length], skip_special_tokens=True))
         return texts, lengths

@@ -255,6 +255,36 @@ def _default_dir(kind: str, cfg: TrainConfig) -> Path:
     return cache_dir() / kind / f"{Path(cfg.out_dir).name}-{_run_key(cfg)}"
 
 
+def collect_activations(
+    cfg: TrainConfig,
+    model: Any,
+    *,
+    progress: Callable[[int, int, Any], None] | None = None,
+) -> tuple[torch.Tensor, Any]:
+    """Cut ``cfg``'s token windows and run them through the model into the (resumable)
+    activation cache. Returns the windows and the cache; a complete cache is reused as is.
+    ``progress(done, total, stats)`` is called as windows are processed."""
+    windows = build_windows(
+        model.tokenizer,
+        cfg.data,
+        ctx_len=cfg.ctx_len,
+        n_tokens=cfg.collect_tokens,
+        weights=cfg.data_weights,
+        seed=cfg.seed,
+    )
+    cache_path = Path(cfg.cache_dir) if cfg.cache_dir else _default_dir("activations", cfg)
+    cache = build_activation_cache(
+        model,
+        cfg.layer,
+        windows,
+        cache_path,
+        outlier_factor=cfg.outlier_factor,
+        batch_windows=cfg.batch_windows,
+        progress=progress,
+    )
+    return windows, cache
+
+
 def train_sae(
     config: TrainConfig,
     *,
@@ -278,26 +308,17 @@ def train_sae(
     if not 0 <= cfg.layer < model.n_layers:
         raise SteerError(f"layer {cfg.layer} out of range (model has {model.n_layers})")
     files = source_files(cfg.data)
-    windows = build_windows(
-        model.tokenizer,
-        cfg.data,
-        ctx_len=cfg.ctx_len,
-        n_tokens=cfg.collect_tokens,
-        weights=cfg.data_weights,
-        seed=cfg.seed,
-    )
-    cache_path = Path(cfg.cache_dir) if cfg.cache_dir else _default_dir("activations", cfg)
-    bar = _bar(len(windows), "collect", "win", progress)
-    cache = build_activation_cache(
-        model,
-        cfg.layer,
-        windows,
-        cache_path,
-        outlier_factor=cfg.outlier_factor,
-        batch_windows=cfg.batch_windows,
-        progress=lambda done, n, st: _set_bar(bar, done),
-    )
-    bar.close()
+    bar = None
+    if progress:
+
+        def report(done: int, total: int, stats: Any) -> None:
+            nonlocal bar
+            bar = bar or _bar(total, "collect", "win", True)
+            _set_bar(bar, done)
+
+    _windows, cache = collect_activations(cfg, model, progress=report if progress else None)
+    if bar is not None:
+        bar.close()
     if cache.n_rows < cfg.batch_size:
         raise SteerError(f"{cache.n_rows} activations collected, fewer than one batch")
 
