@@ -3,7 +3,6 @@ shows the traceback instead)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sys
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.exceptions import TyperException
 
+from steer.cli_common import DEBUG_FLAG, about, debug_option, err_console
 from steer.errors import SteerError
 
 app = typer.Typer(
@@ -24,26 +24,6 @@ app = typer.Typer(
 )
 sae_app = typer.Typer(help="Sparse autoencoders: list the available ones.", no_args_is_help=True)
 app.add_typer(sae_app, name="sae")
-
-err_console = Console(stderr=True)
-
-
-@contextlib.contextmanager
-def _about(recipe_path: Path):
-    """Prefix errors found while checking or loading a recipe's parts with the recipe's path."""
-    try:
-        yield
-    except SteerError as exc:
-        if str(exc).startswith(str(recipe_path)):
-            raise
-        raise SteerError(str(exc), where=str(recipe_path)) from exc
-
-
-DEBUG_FLAG = "--debug"
-
-
-def _debug_option() -> bool:
-    return typer.Option(False, DEBUG_FLAG, help="Show tracebacks instead of one-line errors.")
 
 
 @app.command()
@@ -56,7 +36,7 @@ def run(
     device: str | None = typer.Option(None, help="torch device; default: cuda if there is one."),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also run unsteered."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    debug: bool = _debug_option(),
+    debug: bool = debug_option(),
 ) -> None:
     """Generate with a recipe's interventions; show baseline and steered completions."""
     from steer.engine import Steerer
@@ -68,7 +48,7 @@ def run(
     if max_new_tokens is not None:
         gen = recipe.generation.model_copy(update={"max_new_tokens": max_new_tokens})
         recipe = recipe.model_copy(update={"generation": gen})
-    with err_console.status("loading the model and SAEs"), _about(recipe_path):
+    with err_console.status("loading the model and SAEs"), about(recipe_path):
         steerer = Steerer(recipe, device=device)
     results = _run_with_progress(steerer, baseline=baseline, quiet=as_json)
     if as_json:
@@ -134,7 +114,7 @@ def _print_events(console: Console, events: list[dict], shown: int = 8) -> None:
 @app.command()
 def check(
     recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="YAML recipe file."),
-    debug: bool = _debug_option(),
+    debug: bool = debug_option(),
 ) -> None:
     """Validate a recipe (schema, plugins, feature indices) without loading the model."""
     from steer.check import check_recipe
@@ -142,7 +122,7 @@ def check(
     from steer.recipe import load_recipe
 
     recipe = load_recipe(recipe_path)
-    with _about(recipe_path):
+    with about(recipe_path):
         check_recipe(recipe, get_plugin_manager())
     n_steps = len(recipe.steps())
     typer.echo(
@@ -152,7 +132,7 @@ def check(
 
 
 @app.command()
-def plugins(debug: bool = _debug_option()) -> None:
+def plugins(debug: bool = debug_option()) -> None:
     """List the installed plugins and what each provides."""
     from steer.interventions import get_interventions
     from steer.monitors import get_monitors
@@ -189,7 +169,7 @@ def plugins(debug: bool = _debug_option()) -> None:
 
 
 @sae_app.command("list")
-def sae_list(debug: bool = _debug_option()) -> None:
+def sae_list(debug: bool = debug_option()) -> None:
     """Show the SAEs shipped with steer, with their paths."""
     from steer.sae import read_sae_config
     from steer.sae.sources import builtin_saes
@@ -213,7 +193,7 @@ def sae_eval(
     max_tokens: int = typer.Option(50_000, min=128, help="Tokens for reconstruction metrics."),
     ce_tokens: int = typer.Option(16_384, min=128, help="Tokens for the loss metrics."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    debug: bool = _debug_option(),
+    debug: bool = debug_option(),
 ) -> None:
     """Reconstruction and downstream-loss metrics of an SAE on held-out text."""
     from steer.activations import read_documents
@@ -262,7 +242,7 @@ def train(
     seed: int = typer.Option(0),
     checkpoint_every: int = typer.Option(200, min=1, help="Steps between checkpoints."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
-    debug: bool = _debug_option(),
+    debug: bool = debug_option(),
 ) -> None:
     """Train a TopK SAE on a model's residual stream (checkpoints; --resume after a kill)."""
     from steer.train import TrainConfig, train_sae

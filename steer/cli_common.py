@@ -1,0 +1,33 @@
+"""Pieces every ``steer`` CLI module shares: the ``--debug`` option, the stderr console, and
+prefixing errors with the file they came from. Subcommand modules (``cli_*.py``) import from
+here, never from :mod:`steer.cli`, so that ``cli`` can import them without a cycle."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from steer.errors import SteerError
+
+DEBUG_FLAG = "--debug"
+
+err_console = Console(stderr=True)
+
+
+def debug_option() -> bool:
+    """The ``--debug`` option every command takes (``main`` reads it from argv)."""
+    return typer.Option(False, DEBUG_FLAG, help="Show tracebacks instead of one-line errors.")
+
+
+@contextlib.contextmanager
+def about(path: Path):
+    """Prefix errors found while checking or loading a file's parts with the file's path."""
+    try:
+        yield
+    except SteerError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise SteerError(str(exc), where=str(path)) from exc
