@@ -8,6 +8,9 @@ Sized for one CPU thread and ~40 minutes wall clock, collection + training + eva
 ``--collect-only`` stops after the activation cache is built; a later run (same arguments)
 finds the cache complete and goes on; ``--resume`` continues training from the last
 checkpoint. Stage timings are kept in ``<work>/timings.json`` and copied into ``eval.json``.
+
+``recipes/train-smollm2-res12.yaml`` describes the same run for ``steer train`` (tests check
+that it gives the TrainConfig that :func:`build_config` builds for the shipped settings).
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ MIX = (
 HELD_OUT = "wikitext2_raw_test.txt"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """This script's command line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "steer/data/saes/smollm2-135m-res12-topk"))
     ap.add_argument("--work", default="/tmp/steer-first-sae", help="cache + checkpoints")
@@ -56,15 +60,45 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=51_200)
     ap.add_argument("--ce-tokens", type=int, default=16_384)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--storage-dtype", default=None, help="e.g. float16 for a half-size file")
     ap.add_argument("--collect-only", action="store_true")
     ap.add_argument("--resume", action="store_true")
-    args = ap.parse_args()
+    return ap.parse_args(argv)
 
+
+def build_config(args: argparse.Namespace, corpus: Path = CORPUS):
+    """The TrainConfig of a run with these arguments: the MIX from ``corpus``, cache and
+    checkpoints under ``args.work``."""
+    from steer.train import TrainConfig
+
+    work = Path(args.work)
+    return TrainConfig(
+        out_dir=args.out,
+        data=tuple(str(corpus / name) for name, _ in MIX),
+        data_weights=tuple(w for _, w in MIX),
+        layer=args.layer,
+        d_sae=args.d_sae,
+        k=args.k,
+        collect_tokens=args.collect_tokens,
+        train_tokens=args.train_tokens,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        cache_dir=str(work / "activations"),
+        checkpoint_dir=str(work / "checkpoints"),
+        resume=args.resume,
+        storage_dtype=args.storage_dtype,
+        extra_metadata={"trained_by": "bench/train_first_sae.py", "threads": 1},
+    )
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     from steer.activations import read_documents
     from steer.model import load_model
-    from steer.train import TrainConfig, collect_activations, evaluate_sae, train_sae
+    from steer.train import collect_activations, evaluate_sae, train_sae
 
     work = Path(args.work)
     timings_file = work / "timings.json"
@@ -80,23 +114,7 @@ def main() -> None:
     model = load_model(device="cpu")
     mark("load_model", time.perf_counter() - t0)
 
-    cfg = TrainConfig(
-        out_dir=args.out,
-        data=tuple(str(CORPUS / name) for name, _ in MIX),
-        data_weights=tuple(w for _, w in MIX),
-        layer=args.layer,
-        d_sae=args.d_sae,
-        k=args.k,
-        collect_tokens=args.collect_tokens,
-        train_tokens=args.train_tokens,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        cache_dir=str(work / "activations"),
-        checkpoint_dir=str(work / "checkpoints"),
-        resume=args.resume,
-        extra_metadata={"trained_by": "bench/train_first_sae.py", "threads": 1},
-    )
+    cfg = build_config(args)
 
     # Stage 1: activations (the slow part: ~630 tok/s on one thread). train_sae would do the
     # same; running it here first gives the collection speed on its own.

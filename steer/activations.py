@@ -12,6 +12,7 @@ on-disk cache (:mod:`steer.activation_cache`) keep only a bounded amount in memo
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -37,10 +38,32 @@ OUTLIER_RULE = (
 # --------------------------------------------------------------------------- text sources
 
 
-def source_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand folders to the ``.txt``/``.json``/``.jsonl`` files inside them (sorted)."""
+@dataclass(frozen=True)
+class HFSource:
+    """A Hugging Face dataset streamed with the ``datasets`` library (needs network and
+    ``pip install steer[hf]``). Records are read in order; ``max_rows`` bounds how many."""
+
+    name: str
+    split: str = "train"
+    text_field: str = "text"
+    config: str | None = None
+    max_rows: int | None = None
+
+    def __str__(self) -> str:
+        config = f"/{self.config}" if self.config else ""
+        return f"hf:{self.name}{config}:{self.split}"
+
+
+DataSource = str | Path | HFSource
+
+
+def source_files(paths: Iterable[DataSource]) -> list[Path]:
+    """Expand folders to the ``.txt``/``.json``/``.jsonl`` files inside them (sorted).
+    Hugging Face sources have no local files and are skipped."""
     out: list[Path] = []
     for raw in paths:
+        if isinstance(raw, HFSource):
+            continue
         path = Path(raw).expanduser()
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix in (".txt", ".json", ".jsonl"))
@@ -88,6 +111,59 @@ def read_documents(path: str | Path, tokenizer: Any) -> list[str]:
     if not docs:
         raise SteerError("data file holds no text", where=str(path))
     return docs
+
+
+def _load_dataset(source: HFSource) -> Iterable[Any]:
+    """The records of ``source``, streamed (the one place that calls ``datasets``)."""
+    try:
+        import datasets
+    except ImportError:
+        raise SteerError(
+            "reading Hugging Face datasets needs the datasets library: pip install steer[hf]",
+            where=str(source),
+        ) from None
+    try:
+        rows = datasets.load_dataset(source.name, source.config, split=source.split, streaming=True)
+    except Exception as exc:  # network, unknown repo or split: datasets raises many kinds
+        raise SteerError(
+            f"cannot load the dataset: {_first_line(exc)}", where=str(source)
+        ) from None
+    return rows
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _stream(source: HFSource) -> Iterator[Any]:
+    # Streaming reads over the network while iterating, so failures can come at any record.
+    rows = iter(_load_dataset(source))
+    for i in itertools.count(1):
+        if source.max_rows is not None and i > source.max_rows:
+            return
+        try:
+            yield next(rows)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise SteerError(
+                f"cannot read record {i}: {_first_line(exc)}", where=str(source)
+            ) from None
+
+
+def iter_hf_documents(source: HFSource, tokenizer: Any) -> Iterator[str]:
+    """The documents of a Hugging Face dataset, rendered like JSONL records: the
+    ``text_field`` of each record (chat-formatted ``### Human:`` text goes through the chat
+    template). Empty documents are skipped; at most ``max_rows`` records are read."""
+    for i, rec in enumerate(_stream(source)):
+        where = f"{source}:{i + 1}"
+        if not isinstance(rec, dict):
+            raise SteerError("record is not a mapping", where=where)
+        text = _field(rec, source.text_field, where)
+        if text.startswith(_HUMAN) and _ASSISTANT in text:
+            text = _render_record({"text": text}, tokenizer, where)
+        if text.strip():
+            yield text.strip()
 
 
 def _json_records(text: str, path: Path) -> list[Any]:
@@ -157,22 +233,29 @@ def _separator_id(tokenizer: Any) -> int:
     return int(tokenizer.eos_token_id)
 
 
-def pack_windows(tokenizer: Any, docs: Sequence[str], ctx_len: int) -> torch.Tensor:
+def pack_windows(
+    tokenizer: Any, docs: Iterable[str], ctx_len: int, *, max_windows: int | None = None
+) -> torch.Tensor:
     """Concatenate tokenized documents (separator between them) and cut ``[n, ctx_len]``
-    windows; the incomplete tail is dropped."""
+    windows; the incomplete tail is dropped. With ``max_windows`` reading stops once that many
+    windows are full (so a streamed source is read only as far as needed)."""
     sep = _separator_id(tokenizer)
     stream: list[int] = []
-    for i in range(0, len(docs), 512):  # batches keep the fast tokenizer busy without a huge list
-        for ids in tokenizer(list(docs[i : i + 512]), add_special_tokens=False)["input_ids"]:
+    docs = iter(docs)
+    # Batches of 512 keep the fast tokenizer busy without one huge list.
+    while batch := list(itertools.islice(docs, 512)):
+        for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
             stream.extend(ids)
             stream.append(sep)
-    n = len(stream) // ctx_len
+        if max_windows is not None and len(stream) >= max_windows * ctx_len:
+            break
+    n = len(stream) // ctx_len if max_windows is None else min(max_windows, len(stream) // ctx_len)
     return torch.tensor(stream[: n * ctx_len], dtype=torch.int32).view(n, ctx_len)
 
 
 def build_windows(
     tokenizer: Any,
-    paths: Sequence[str | Path],
+    paths: Sequence[DataSource],
     *,
     ctx_len: int = 128,
     n_tokens: int | None = None,
@@ -181,9 +264,11 @@ def build_windows(
 ) -> torch.Tensor:
     """Token windows from several sources, mixed by ``weights`` and shuffled (seeded).
 
-    ``paths`` may name folders (each counts as one source). With ``n_tokens`` each source gives
-    its weighted share of ``n_tokens // ctx_len`` windows, sampled at random; a source too small
-    for its share gives all it has. Without it, every window of every source is used.
+    ``paths`` may name folders (each counts as one source) and :class:`HFSource` datasets. With
+    ``n_tokens`` each source gives its weighted share of ``n_tokens // ctx_len`` windows,
+    sampled at random; a source too small for its share gives all it has. Without it, every
+    window of every source is used. A Hugging Face dataset is streamed only until its share is
+    full (its first records, in order, then shuffled), or to ``max_rows``.
     """
     if weights is not None and len(weights) != len(paths):
         raise SteerError(f"{len(weights)} data weights for {len(paths)} data sources")
@@ -192,11 +277,16 @@ def build_windows(
     chosen = []
     total_w = sum(weights)
     for path, w in zip(paths, weights, strict=True):
-        docs = [d for f in source_files([path]) for d in read_documents(f, tokenizer)]
-        wins = pack_windows(tokenizer, docs, ctx_len)
+        want = None if n_tokens is None else round(n_tokens // ctx_len * w / total_w)
+        if isinstance(path, HFSource):
+            docs: Iterable[str] = iter_hf_documents(path, tokenizer)
+            wins = pack_windows(tokenizer, docs, ctx_len, max_windows=want)
+        else:
+            docs = [d for f in source_files([path]) for d in read_documents(f, tokenizer)]
+            wins = pack_windows(tokenizer, docs, ctx_len)
         if len(wins) == 0:
             raise SteerError(f"source has fewer than {ctx_len} tokens", where=str(path))
-        want = len(wins) if n_tokens is None else round(n_tokens // ctx_len * w / total_w)
+        want = len(wins) if want is None else want
         if want > len(wins):
             log.warning("%s: %d windows wanted, only %d available", path, want, len(wins))
         pick = torch.randperm(len(wins), generator=gen)[: min(want, len(wins))]

@@ -69,10 +69,13 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
+        file_mode = 0o666 & ~_umask()
         for child in tmp.iterdir():
             if child.is_file():
                 with open(child, "rb") as fh:
                     os.fsync(fh.fileno())
+                # Some writers (safetensors) create private 0600 files; use a plain open()'s mode.
+                os.chmod(child, file_mode)
         # mkdtemp makes the folder private (0700); give it the mode a plain mkdir() would.
         os.chmod(tmp, 0o777 & ~_umask())
         old = None

@@ -1,10 +1,15 @@
-"""Train a TopK sparse autoencoder on residual-stream activations.
+"""Train a sparse autoencoder (TopK, or ReLU + L1 "standard") on residual-stream activations.
 
 Pipeline: token windows -> activation cache (resumable, float16 on disk) -> shuffled batches
--> TopK SAE trained with Adam in a scaled space (inputs at mean norm sqrt(d_in), so one learning
+-> SAE trained with Adam in a scaled space (inputs at mean norm sqrt(d_in), so one learning
 rate fits every model) -> saved in SAELens format with the scale folded back, so the saved SAE
 works on raw activations. Checkpoints hold everything needed to continue bit-for-bit: the
 batch at step s is a pure function of (seed, s), so resuming replays the data stream.
+
+Architectures: ``topk`` (Gao et al. 2024: TopK activation, AuxK loss for dead latents, unit-norm
+decoder rows) and ``standard`` (Anthropic's April 2024 update: ReLU, MSE + l1_coefficient x
+sum_i f_i ||W_dec_i||, L1 warm-up, no norm constraint; plus dead-feature resampling from
+Towards Monosemanticity, 2023).
 """
 
 from __future__ import annotations
@@ -23,12 +28,31 @@ import torch
 import torch.nn.functional as F
 
 from steer.activation_cache import build_activation_cache
-from steer.activations import OUTLIER_RULE, build_windows, file_sha256, source_files
+from steer.activations import (
+    OUTLIER_RULE,
+    DataSource,
+    HFSource,
+    build_windows,
+    file_sha256,
+    source_files,
+)
 from steer.errors import SteerError
 from steer.fileio import atomic_path
 from steer.train_eval import evaluate_sae
 
-__all__ = ["TrainConfig", "evaluate_sae", "geometric_median", "train_sae"]
+__all__ = ["ARCHITECTURES", "TrainConfig", "evaluate_sae", "geometric_median", "train_sae"]
+
+ARCHITECTURES = ("topk", "standard")
+# Settings only the standard architecture reads. A TopK run's key leaves them (and the
+# architecture) out, so its checkpoints and caches keep the keys they had before `standard`.
+_STANDARD_ONLY = (
+    "architecture",
+    "l1_coefficient",
+    "l1_warmup_frac",
+    "resample_every",
+    "resample_until",
+    "resample_rows",
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +62,7 @@ class TrainConfig:
     """Everything that defines a training run (recorded in the saved SAE's metadata)."""
 
     out_dir: str
-    data: tuple[str, ...]
+    data: tuple[DataSource, ...]  # paths (files or folders) and HFSource datasets
     data_weights: tuple[float, ...] | None = None
     model: str = "smollm2-135m-instruct"
     layer: int = 12
@@ -63,9 +87,23 @@ class TrainConfig:
     cache_dir: str | None = None
     checkpoint_dir: str | None = None
     checkpoint_every: int = 200
+    # Dtype of the saved weights file (None: float32). float16 halves the file; the SAE still
+    # computes in float32 (cfg.json's dtype), which is how the shipped SAE fits in 25 MB.
+    storage_dtype: str | None = None
     resume: bool = False
     batch_windows: int = 16
     buffer_rows: int = 1 << 17
+    architecture: str = "topk"  # "topk" or "standard"
+    # standard only. L1 weight on f_i * ||W_dec_i|| with the MSE summed over d_in (inputs at
+    # mean norm sqrt(d_in)): Anthropic's April update uses 5.
+    l1_coefficient: float = 5.0
+    l1_warmup_frac: float = 0.05  # the L1 weight ramps up linearly over this part of training
+    # Resample dead features every this many steps (0: never) until this fraction of training;
+    # a feature is dead after dead_tokens tokens without firing. The inputs that seed the new
+    # features are drawn from resample_rows cached activations.
+    resample_every: int = 250
+    resample_until: float = 0.5
+    resample_rows: int = 32_768
     extra_metadata: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -114,8 +152,11 @@ class _TopK(torch.autograd.Function):
 
 
 class _Trainer:
-    """Parameters in the scaled space: W_enc [d_sae, d_in] (rows), W_dec [d_sae, d_in] (unit
-    rows), b_enc, b_dec."""
+    """TopK. Parameters in the scaled space: W_enc [d_sae, d_in] (rows), W_dec [d_sae, d_in]
+    (unit rows), b_enc, b_dec."""
+
+    architecture = "topk"
+    decoder_init_norm = 1.0
 
     def __init__(self, cfg: TrainConfig, d_in: int, sample: torch.Tensor):
         self.cfg, self.d_in = cfg, d_in
@@ -123,6 +164,7 @@ class _Trainer:
         self.scale = math.sqrt(d_in) / float(sample.norm(dim=-1).mean())
         w_dec = torch.randn(cfg.d_sae, d_in, generator=gen)
         w_dec /= w_dec.norm(dim=1, keepdim=True)
+        w_dec *= self.decoder_init_norm
         self.params = {
             "W_enc": torch.nn.Parameter(w_dec.clone()),  # tied init (Gao et al.)
             "b_enc": torch.nn.Parameter(torch.zeros(cfg.d_sae)),
@@ -229,6 +271,161 @@ class _Trainer:
     def log10_density(self) -> torch.Tensor:
         return torch.log10(self.fire_counts.double() / max(1, self.count_tokens) + 1e-10).float()
 
+    def extra_metadata(self) -> dict[str, Any]:
+        """Architecture-specific facts for the saved SAE's metadata."""
+        return {}
+
+
+class _StandardTrainer(_Trainer):
+    """ReLU SAE trained on MSE + l1_coefficient x sum_i f_i ||W_dec_i|| (Anthropic's April 2024
+    update): the penalty weighs each feature by its decoder norm, so shrinking f while growing
+    W_dec gains nothing and no unit-norm constraint is needed. Dead features are resampled as in
+    Towards Monosemanticity. Same scaled space, schedule and clipping as TopK."""
+
+    architecture = "standard"
+    decoder_init_norm = 0.1  # April update: small random decoder rows, W_enc = W_dec^T
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        d_in: int,
+        sample: torch.Tensor,
+        *,
+        resample_source: Callable[[int, int], torch.Tensor],
+    ):
+        super().__init__(cfg, d_in, sample)
+        self.resample_source = resample_source
+        # Its own generator, saved in checkpoints, so a resumed run picks the same inputs.
+        self.resample_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.resampled: list[dict[str, int]] = []
+
+    def l1_at(self, step: int) -> float:
+        warm = max(1, int(self.cfg.total_steps * self.cfg.l1_warmup_frac))
+        return self.cfg.l1_coefficient * min(1.0, (step + 1) / warm)
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = self.params
+        # (x - b_dec) W_enc^T + b_enc, with b_dec folded into the bias: its gradient is then a
+        # mat-vec instead of one more [B, d_sae] x [d_sae, d_in] product.
+        bias = p["b_enc"] - p["W_enc"] @ p["b_dec"]
+        f = torch.relu(torch.addmm(bias, x, p["W_enc"].t()))
+        return f, torch.addmm(p["b_dec"], f, p["W_dec"])
+
+    def train_step(self, raw: torch.Tensor) -> dict[str, float]:
+        cfg, p = self.cfg, self.params
+        x = raw * self.scale
+        dead = int((self.since_fired >= cfg.dead_tokens).sum())
+        f, recon = self._forward(x)
+        sq_err = (recon - x).pow(2).sum()
+        fvu = sq_err / (x - x.mean(0)).pow(2).sum()
+        l1 = (f @ p["W_dec"].norm(dim=1)).mean()
+        loss = sq_err / len(x) + self.l1_at(self.step) * l1
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            torch.nn.utils.clip_grad_norm_(p.values(), cfg.grad_clip)
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            self.opt.step()
+            active = f > 0
+            fired = active.sum(0)
+            self.since_fired += len(x)
+            self.since_fired[fired > 0] = 0
+            if self.step >= int(cfg.total_steps * 0.75):  # density from the last quarter
+                self.fire_counts += fired
+                self.count_tokens += len(x)
+        self.step += 1
+        if (
+            cfg.resample_every
+            and self.step % cfg.resample_every == 0
+            and self.step <= cfg.total_steps * cfg.resample_until
+        ):
+            self.resample()
+        self.last_metrics = {
+            "loss": loss.item(),
+            "ev": 1.0 - fvu.item(),
+            "l0": float(active.sum(1).float().mean()),
+            "dead": dead / cfg.d_sae,
+        }
+        return self.last_metrics
+
+    @torch.no_grad()
+    def resample(self) -> int:
+        """Re-initialise dead features toward inputs the SAE reconstructs badly (Towards
+        Monosemanticity): inputs are drawn with probability proportional to their squared loss;
+        a feature's decoder row becomes the input's direction (at the mean live decoder norm),
+        its encoder row the same direction at 0.2 x the mean live encoder norm, its bias 0, and
+        its Adam moments are cleared. Returns how many features were resampled."""
+        cfg, p = self.cfg, self.params
+        dead = (self.since_fired >= cfg.dead_tokens).nonzero().flatten()
+        if len(dead) == 0:
+            return 0
+        seed = cfg.seed * 1_000_003 + self.step  # rows depend only on (seed, step): resumable
+        x = self.resample_source(cfg.resample_rows, seed) * self.scale
+        losses = torch.cat([self._input_loss(chunk) for chunk in x.split(4096)])
+        weights = losses.pow(2)
+        if not torch.isfinite(weights).all() or float(weights.sum()) <= 0:
+            return 0
+        pick = torch.multinomial(weights, len(dead), replacement=True, generator=self.resample_gen)
+        direction = x[pick] - p["b_dec"]
+        direction /= direction.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        alive = torch.ones(cfg.d_sae, dtype=torch.bool)
+        alive[dead] = False
+        enc_norm = p["W_enc"][alive].norm(dim=1).mean() if alive.any() else torch.tensor(1.0)
+        dec_norm = p["W_dec"][alive].norm(dim=1).mean() if alive.any() else torch.tensor(1.0)
+        p["W_dec"][dead] = direction * dec_norm
+        p["W_enc"][dead] = direction * (0.2 * enc_norm)
+        p["b_enc"][dead] = 0.0
+        for name in ("W_enc", "W_dec", "b_enc"):
+            for moment in self.opt.state.get(p[name], {}).values():
+                if torch.is_tensor(moment) and moment.dim() and len(moment) == cfg.d_sae:
+                    moment[dead] = 0.0
+        self.since_fired[dead] = 0
+        self.resampled.append({"step": self.step, "features": len(dead)})
+        log.info("step %d: resampled %d dead features", self.step, len(dead))
+        return len(dead)
+
+    def _input_loss(self, x: torch.Tensor) -> torch.Tensor:
+        f, recon = self._forward(x)
+        l1 = f @ self.params["W_dec"].norm(dim=1)
+        return (recon - x).pow(2).sum(1) + self.cfg.l1_coefficient * l1
+
+    def state(self) -> dict[str, Any]:
+        return {
+            **super().state(),
+            "resample_gen": self.resample_gen.get_state(),
+            "resampled": list(self.resampled),
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        super().load(state)
+        self.resample_gen.set_state(state["resample_gen"])
+        self.resampled = list(state["resampled"])
+
+    def raw_weights(self) -> dict[str, torch.Tensor]:
+        """Weights for raw activations with unit-norm decoder rows: ReLU commutes with a positive
+        scale, so each decoder norm moves into that feature's encoder row and bias (the same
+        reconstruction; feature values become comparable), and the input scale is folded
+        into the biases as for TopK."""
+        p = {n: t.detach() for n, t in self.params.items()}
+        norms = p["W_dec"].norm(dim=1).clamp_min(1e-8)
+        return {
+            "W_enc": (p["W_enc"] * norms[:, None]).t().contiguous(),
+            "b_enc": p["b_enc"] * norms / self.scale,
+            "W_dec": p["W_dec"] / norms[:, None],
+            "b_dec": p["b_dec"] / self.scale,
+        }
+
+    def extra_metadata(self) -> dict[str, Any]:
+        return {"resampling": list(self.resampled)}
+
+
+def _hf_metadata(data: tuple[DataSource, ...]) -> dict[str, Any]:
+    """Hugging Face sources have no file hash; their name, config, split and row cap say
+    what was read."""
+    hf = [asdict(d) for d in data if isinstance(d, HFSource)]
+    return {"hf_datasets": hf} if hf else {}
+
 
 def geometric_median(x: torch.Tensor, iters: int = 30, eps: float = 1e-6) -> torch.Tensor:
     """Weiszfeld's algorithm: the point minimising the summed distances to the rows of ``x``."""
@@ -244,8 +441,19 @@ def geometric_median(x: torch.Tensor, iters: int = 30, eps: float = 1e-6) -> tor
 
 def _run_key(cfg: TrainConfig) -> str:
     keep = asdict(cfg)
-    for volatile in ("resume", "checkpoint_every", "checkpoint_dir", "cache_dir", "extra_metadata"):
+    volatile_keys = (
+        "resume",
+        "checkpoint_every",
+        "checkpoint_dir",
+        "cache_dir",
+        "extra_metadata",
+        "storage_dtype",
+    )
+    for volatile in volatile_keys:
         keep.pop(volatile)
+    if cfg.architecture == "topk":
+        for name in _STANDARD_ONLY:
+            keep.pop(name)
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -292,18 +500,26 @@ def train_sae(
     progress: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> Path:
-    """Collect activations, train a TopK SAE, save it (SAELens format) to ``config.out_dir``.
+    """Collect activations, train an SAE (``config.architecture``), save it (SAELens format)
+    to ``config.out_dir``.
 
     ``model`` is a loaded :class:`steer.model.LoadedModel` (default: load ``config.model``).
     ``callback(step, metrics)`` runs after every step. With ``config.resume`` a run continues
     from its last checkpoint (same config required) and gives the weights of an unbroken run.
     """
     from steer.model import load_model
+    from steer.sae.base import parse_dtype
     from steer.sae.formats import save_sae
 
     cfg = config
-    if cfg.k > cfg.d_sae:
+    if cfg.architecture not in ARCHITECTURES:
+        raise SteerError(
+            f"unknown architecture {cfg.architecture!r} (known: {', '.join(ARCHITECTURES)})"
+        )
+    if cfg.architecture == "topk" and cfg.k > cfg.d_sae:
         raise SteerError(f"k={cfg.k} is larger than d_sae={cfg.d_sae}")
+    if cfg.l1_coefficient < 0:
+        raise SteerError(f"l1_coefficient must be >= 0, got {cfg.l1_coefficient}")
     model = model if model is not None else load_model(cfg.model, device="cpu")
     if not 0 <= cfg.layer < model.n_layers:
         raise SteerError(f"layer {cfg.layer} out of range (model has {model.n_layers})")
@@ -322,7 +538,13 @@ def train_sae(
     if cache.n_rows < cfg.batch_size:
         raise SteerError(f"{cache.n_rows} activations collected, fewer than one batch")
 
-    trainer = _Trainer(cfg, model.d_model, cache.rows(16384, seed=cfg.seed))
+    sample = cache.rows(16384, seed=cfg.seed)
+    if cfg.architecture == "standard":
+        trainer: _Trainer = _StandardTrainer(
+            cfg, model.d_model, sample, resample_source=lambda n, seed: cache.rows(n, seed=seed)
+        )
+    else:
+        trainer = _Trainer(cfg, model.d_model, sample)
     ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else _default_dir("checkpoints", cfg)
     ckpt_file = ckpt_dir / "checkpoint.pt"
     if cfg.resume and ckpt_file.is_file():
@@ -339,10 +561,16 @@ def train_sae(
         # step); it is written out too so a reader can see where the run stood.
         epoch, batch_in_epoch = divmod(trainer.step, per_epoch)
         position = {"epoch": epoch, "batch_in_epoch": batch_in_epoch}
-        with atomic_path(ckpt_file) as tmp:
-            torch.save(
-                {**trainer.state(), "data_position": position, "run_key": _run_key(cfg)}, tmp
-            )
+        try:
+            with atomic_path(ckpt_file) as tmp:
+                torch.save(
+                    {**trainer.state(), "data_position": position, "run_key": _run_key(cfg)}, tmp
+                )
+        except OSError as exc:  # a full disk: the previous checkpoint is still whole
+            reason = exc.strerror or str(exc)
+            raise SteerError(
+                f"cannot write the checkpoint: {reason}", where=str(ckpt_file)
+            ) from exc
 
     bar = _bar(cfg.total_steps, "train", "step", progress)
     bar.update(trainer.step)
@@ -377,16 +605,16 @@ def train_sae(
 
     weights = trainer.raw_weights()
     sae_cfg = SAEConfig(
-        architecture="topk",
+        architecture=trainer.architecture,
         d_in=model.d_model,
         d_sae=cfg.d_sae,
-        k=cfg.k,
+        k=cfg.k if trainer.architecture == "topk" else None,
         apply_b_dec_to_input=True,
         hf_hook_name=model.hook_name(cfg.layer),
         hook_name=f"blocks.{cfg.layer}.hook_resid_post",
         model_name=model.name,
     )
-    sae = get_architectures()["topk"](sae_cfg)
+    sae = get_architectures()[trainer.architecture](sae_cfg)
     with torch.no_grad():
         for name, tensor in weights.items():
             getattr(sae, name).copy_(tensor)
@@ -394,8 +622,9 @@ def train_sae(
         "layer": cfg.layer,
         "context_size": cfg.ctx_len,
         # SAELens reads dataset_path as one string; the files and their hashes go beside it.
-        "dataset_path": "; ".join(cfg.data),
+        "dataset_path": "; ".join(str(d) for d in cfg.data),
         "data_files": [{"path": str(f), "sha256": file_sha256(f)} for f in files],
+        **_hf_metadata(cfg.data),
         "prepend_bos": False,  # windows are cut from packed documents, no BOS added
         "training_tokens": trainer.step * cfg.batch_size,
         "unique_tokens": cache.n_rows,
@@ -405,9 +634,20 @@ def train_sae(
         "outlier_rule": OUTLIER_RULE.format(factor=cfg.outlier_factor),
         "collection_stats": cache.meta.get("stats", {}),
         "final_train_metrics": trainer.last_metrics,
+        **trainer.extra_metadata(),
         **cfg.extra_metadata,
     }
-    save_sae(sae, cfg.out_dir, sparsity=trainer.log10_density(), extra_metadata=meta)
+    storage = None
+    if cfg.storage_dtype is not None:
+        storage = parse_dtype(cfg.storage_dtype)
+        meta["weights_stored_as"] = cfg.storage_dtype
+    save_sae(
+        sae,
+        cfg.out_dir,
+        sparsity=trainer.log10_density(),
+        extra_metadata=meta,
+        storage_dtype=storage,
+    )
     return Path(cfg.out_dir)
 
 

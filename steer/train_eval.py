@@ -31,7 +31,7 @@ from steer.activations import (
 from steer.errors import SteerError
 
 
-def _clean_run(model: Any, layer: int, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def clean_run(model: Any, layer: int, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     envoy = model.layer_envoy(layer)
     with torch.inference_mode():  # noqa: SIM117 - nnsight needs the traced `with` on its own line
         with model.lm.trace(ids):
@@ -40,7 +40,7 @@ def _clean_run(model: Any, layer: int, ids: torch.Tensor) -> tuple[torch.Tensor,
     return hidden.float(), logits.float()
 
 
-def _patched_logits(model: Any, layer: int, ids: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+def patched_logits(model: Any, layer: int, ids: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
     envoy = model.layer_envoy(layer)
     with torch.inference_mode():  # noqa: SIM117 - nnsight needs the traced `with` on its own line
         with model.lm.trace(ids):
@@ -92,7 +92,7 @@ def evaluate_sae(
         if ce_rows:
             ce_ids = ids[ce_rows]
             ids = torch.cat([ce_ids, ids[[i for i in range(len(ids)) if i not in ce_rows]]])
-            hidden, logits = _clean_run(model, layer, ce_ids)
+            hidden, logits = clean_run(model, layer, ce_ids)
             if len(ce_ids) < len(ids):
                 hidden = torch.cat([hidden, layer_output(model, layer, ids[len(ce_ids) :])])
         else:
@@ -114,23 +114,23 @@ def evaluate_sae(
             spliced, zeroed = hidden[: len(ce_rows)].clone(), hidden[: len(ce_rows)].clone()
             spliced[m] = recon[: int(m.sum())]
             zeroed[m] = 0.0
-            sae_logits = _patched_logits(model, layer, ce_ids, spliced)
-            zero_logits = _patched_logits(model, layer, ce_ids, zeroed)
+            sae_logits = patched_logits(model, layer, ce_ids, spliced)
+            zero_logits = patched_logits(model, layer, ce_ids, zeroed)
             pos = m[:, :-1]  # predictions made at kept positions
             targets = ce_ids[:, 1:][pos]
             clean_lp = torch.log_softmax(logits[:, :-1][pos], -1)
             n_ce += len(targets)
-            acc["ce_clean"] += _nll(clean_lp, targets)
+            acc["ce_clean"] += mean_nll(clean_lp, targets)
             for name, lg in (("sae", sae_logits), ("zero", zero_logits)):
                 lp = torch.log_softmax(lg[:, :-1][pos], -1)
-                acc[f"ce_{name}"] += _nll(lp, targets)
+                acc[f"ce_{name}"] += mean_nll(lp, targets)
                 acc[f"kl_{name}"] += float((clean_lp.exp() * (clean_lp - lp)).sum())
         bar.update(len(ids))
     bar.close()
     return _summary(acc, sum_x, n_tok, n_ce, fired, stats, outlier_factor, model.d_model)
 
 
-def _nll(logprobs: torch.Tensor, targets: torch.Tensor) -> float:
+def mean_nll(logprobs: torch.Tensor, targets: torch.Tensor) -> float:
     return float(-logprobs.gather(1, targets[:, None]).sum())
 
 

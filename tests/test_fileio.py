@@ -44,3 +44,13 @@ def test_atomic_dir_swaps_whole_folders(tmp_path):
     assert sorted(p.name for p in target.iterdir()) == ["b"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sae"]
     assert stat.S_IMODE(target.stat().st_mode) & 0o055  # not private to the owner
+
+
+def test_atomic_dir_gives_private_files_the_normal_mode(tmp_path):
+    target = tmp_path / "sae"
+    with atomic_dir(target) as tmp:
+        fd = os.open(tmp / "weights", os.O_WRONLY | os.O_CREAT, 0o600)  # as safetensors does
+        os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((target / "weights").stat().st_mode) == 0o666 & ~umask

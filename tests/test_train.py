@@ -199,6 +199,21 @@ def test_training_reduces_the_loss_and_saves_a_working_sae(model, corpus, tmp_pa
     assert metrics["l0"] <= cfg.k
 
 
+def test_storage_dtype_writes_a_half_size_file_that_computes_in_float32(model, corpus, tmp_path):
+    import safetensors
+
+    from steer.sae.formats import load_sae
+
+    cfg = _config(tmp_path, corpus, train_tokens=128 * 20, storage_dtype="float16")
+    out = train_sae(cfg, model=model, progress=False)
+    with safetensors.safe_open(out / "sae_weights.safetensors", "pt") as f:
+        assert f.get_slice("W_enc").get_dtype() == "F16"
+    cfg_json = json.loads((out / "cfg.json").read_text())
+    assert cfg_json["dtype"] == "float32"
+    assert cfg_json["metadata"]["weights_stored_as"] == "float16"
+    assert load_sae(out).W_dec.dtype == torch.float32
+
+
 def test_resume_continues_from_the_checkpoint_with_the_same_result(model, corpus, tmp_path):
     from steer.sae.formats import load_sae
 
@@ -244,3 +259,248 @@ def test_evaluate_identity_sae_recovers_everything(model, corpus):
     assert m["ce_loss_zero_ablation"] > m["ce_loss_clean"]
     assert m["l0"] == model.d_model and m["dead_fraction"] == 0.0
     assert m["positions"]["kept"] == m["tokens"]
+
+
+# ----------------------------------------------------------------------------- standard (ReLU + L1)
+
+
+def test_standard_training_reduces_the_loss_and_saves_a_standard_sae(model, corpus, tmp_path):
+    from steer.sae.formats import load_sae
+
+    metrics: list[dict] = []
+    cfg = _config(tmp_path, corpus, architecture="standard", l1_coefficient=0.3)
+    out = train_sae(cfg, model=model, progress=False, callback=lambda s, m: metrics.append(m))
+    assert len(metrics) == cfg.total_steps
+    assert all(math.isfinite(m["loss"]) for m in metrics)
+    first = sum(m["loss"] for m in metrics[:20]) / 20
+    last = sum(m["loss"] for m in metrics[-20:]) / 20
+    assert last < 0.75 * first
+    assert metrics[-1]["ev"] > 0.5 and set(metrics[-1]) == {"loss", "ev", "l0", "dead"}
+
+    sae = load_sae(out)
+    assert sae.cfg.architecture == "standard" and sae.cfg.k is None
+    assert all(torch.isfinite(t).all() for t in (sae.W_enc, sae.W_dec, sae.b_enc, sae.b_dec))
+    # Decoder norms are folded into the encoder, so the saved decoder rows are unit vectors.
+    assert torch.allclose(sae.W_dec.norm(dim=1), torch.ones(cfg.d_sae), atol=1e-4)
+    meta = json.loads((out / "cfg.json").read_text())["metadata"]
+    assert meta["train_config"]["architecture"] == "standard"
+    assert isinstance(meta["resampling"], list)
+
+    # On raw activations the saved SAE reconstructs as well as it did in the scaled space.
+    texts = read_documents(corpus / "plain.txt", model.tokenizer)
+    m = evaluate_sae(model, sae, 2, texts, ctx_len=32, max_tokens=2048, ce_tokens=512)
+    assert m["explained_variance"] == pytest.approx(metrics[-1]["ev"], abs=0.1)
+    assert 0 < m["l0"] < cfg.d_sae
+
+
+def test_the_l1_penalty_buys_sparsity(model, corpus, tmp_path):
+    l0 = {}
+    for coef in (0.3, 5.0):
+        seen: list[dict] = []
+        cfg = _config(tmp_path / str(coef), corpus, architecture="standard", l1_coefficient=coef)
+        train_sae(cfg, model=model, progress=False, callback=lambda s, m, seen=seen: seen.append(m))
+        l0[coef] = sum(m["l0"] for m in seen[-10:]) / 10
+    assert l0[5.0] < 0.5 * l0[0.3]
+
+
+def _standard_trainer(d_sae=32, d_in=8, **over):
+    from steer.train import _StandardTrainer
+
+    gen = torch.Generator().manual_seed(0)
+    data = torch.randn(4096, d_in, generator=gen) * 3
+    data[7] *= 40  # one input the SAE cannot reconstruct: resampling should pick it
+    cfg = TrainConfig(
+        out_dir="unused",
+        data=("unused",),
+        architecture="standard",
+        d_sae=d_sae,
+        batch_size=64,
+        train_tokens=64 * 100,
+        dead_tokens=64 * 5,
+        resample_rows=len(data),
+        **over,
+    )
+    trainer = _StandardTrainer(cfg, d_in, data[:512], resample_source=lambda n, seed: data[:n])
+    return trainer, data
+
+
+def test_resampling_reinitialises_dead_features_toward_high_loss_inputs():
+    trainer, data = _standard_trainer(resample_every=0)
+    for i in range(3):
+        trainer.train_step(data[i * 64 + 100 : (i + 1) * 64 + 100])
+    p = trainer.params
+    dead = torch.tensor([3, 11, 20])
+    trainer.since_fired[dead] = 10**6  # these never fired
+    alive = torch.ones(32, dtype=torch.bool)
+    alive[dead] = False
+    before = {n: t.detach().clone() for n, t in p.items()}
+    adam_before = trainer.opt.state[p["W_enc"]]["exp_avg"].clone()
+    enc_norm = p["W_enc"][alive].norm(dim=1).mean()
+    dec_norm = p["W_dec"][alive].norm(dim=1).mean()
+
+    assert trainer.resample() == 3
+    x7 = data[7] * trainer.scale - p["b_dec"]
+    direction = x7 / x7.norm()
+    for i in dead.tolist():  # the outlier input carries nearly all the squared-loss mass
+        assert torch.allclose(p["W_dec"][i], direction * dec_norm, atol=1e-5)
+        assert torch.allclose(p["W_enc"][i], direction * 0.2 * enc_norm, atol=1e-5)
+        assert p["b_enc"][i] == 0
+    assert torch.equal(p["W_enc"][alive], before["W_enc"][alive])
+    assert torch.equal(p["b_enc"][alive], before["b_enc"][alive])
+    state = trainer.opt.state[p["W_enc"]]
+    assert (state["exp_avg"][dead] == 0).all() and (state["exp_avg_sq"][dead] == 0).all()
+    assert torch.equal(state["exp_avg"][alive], adam_before[alive])
+    assert (trainer.since_fired[dead] == 0).all()
+    assert trainer.resampled == [{"step": 3, "features": 3}]
+    assert trainer.resample() == 0  # nothing is dead any more
+
+
+def test_resampling_runs_on_schedule_only_in_the_first_part_of_training():
+    trainer, data = _standard_trainer(resample_every=10, resample_until=0.5)
+    calls: list[int] = []
+    trainer.resample = lambda: calls.append(trainer.step) or 0
+    for i in range(100):
+        trainer.train_step(data[(i % 60) * 64 : (i % 60 + 1) * 64])
+    assert calls == [10, 20, 30, 40, 50]
+
+
+def test_standard_resume_is_exact_across_a_resampling(model, corpus, tmp_path):
+    from steer.sae.formats import load_sae
+
+    # dead_tokens = one batch: features silent for a batch get resampled every 20 steps.
+    over = dict(
+        architecture="standard",
+        train_tokens=128 * 120,
+        checkpoint_every=40,
+        dead_tokens=128,
+        resample_every=20,
+        resample_until=1.0,
+        resample_rows=2048,
+    )
+    out_a = train_sae(_config(tmp_path / "a", corpus, **over), model=model, progress=False)
+    straight = load_sae(out_a)
+    history = json.loads((out_a / "cfg.json").read_text())["metadata"]["resampling"]
+    assert [h["step"] for h in history if h["step"] > 80]  # a resampling after the crash point
+    assert sum(h["features"] for h in history) > 0
+
+    class Crash(Exception):
+        pass
+
+    def crash(step, metrics):
+        if step == 90:
+            raise Crash
+
+    with pytest.raises(Crash):
+        train_sae(
+            _config(tmp_path / "b", corpus, **over), model=model, progress=False, callback=crash
+        )
+    resumed_cfg = _config(tmp_path / "b", corpus, resume=True, **over)
+    out_b = train_sae(resumed_cfg, model=model, progress=False)
+    resumed = load_sae(out_b)
+    assert json.loads((out_b / "cfg.json").read_text())["metadata"]["resampling"] == history
+    for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        assert torch.equal(getattr(straight, name), getattr(resumed, name)), name
+
+
+def test_topk_run_keys_ignore_the_standard_only_settings(tmp_path, corpus):
+    from steer.train import _run_key
+
+    base = _config(tmp_path, corpus)
+    assert _run_key(base) == _run_key(_config(tmp_path, corpus, l1_coefficient=1.0))
+    std = _config(tmp_path, corpus, architecture="standard")
+    assert _run_key(std) != _run_key(
+        _config(tmp_path, corpus, architecture="standard", l1_coefficient=1.0)
+    )
+    assert _run_key(std) != _run_key(base)
+
+
+# ----------------------------------------------------------------------------- full disk
+
+
+def _enospc() -> OSError:
+    import errno
+    import os
+
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _hidden_leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.mark.parametrize("failure", ["write", "fsync"])
+def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(
+    model, corpus, tmp_path, monkeypatch, failure
+):
+    import os
+
+    disk_full = False
+    if failure == "write":  # the writer gets part of the file out, then the disk is full
+        real_save = torch.save
+
+        def save(obj, path, *args, **kwargs):
+            if not disk_full:
+                return real_save(obj, path, *args, **kwargs)
+            with open(path, "wb") as fh:
+                fh.write(b"PK\x03\x04 half a checkpoint")
+            raise _enospc()
+
+        monkeypatch.setattr(torch, "save", save)
+    else:  # the data sat in the page cache; flushing it to disk fails
+        real_fsync = os.fsync
+
+        def fsync(fd):
+            if disk_full:
+                raise _enospc()
+            return real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+    def fill_disk(step, metrics):
+        nonlocal disk_full
+        disk_full = disk_full or step > 40
+
+    cfg = _config(tmp_path, corpus, train_tokens=128 * 100, checkpoint_every=40)
+    with pytest.raises(SteerError, match="No space left on device") as info:
+        train_sae(cfg, model=model, progress=False, callback=fill_disk)
+    assert "\n" not in str(info.value) and "checkpoint" in str(info.value)
+    ckpt_dir = tmp_path / "ckpt"
+    assert [p.name for p in ckpt_dir.iterdir()] == ["checkpoint.pt"]
+    monkeypatch.undo()
+    assert torch.load(ckpt_dir / "checkpoint.pt", weights_only=False)["step"] == 40
+    assert not (tmp_path / "sae").exists()
+
+
+@pytest.mark.parametrize("fail_on", [1, 2])  # the weights file, or the sparsity file after it
+def test_a_full_disk_during_the_final_save_keeps_the_earlier_sae(
+    model, corpus, tmp_path, monkeypatch, fail_on
+):
+    import safetensors.torch
+
+    out = tmp_path / "saes" / "sae"
+    first = train_sae(
+        _config(tmp_path, corpus, out_dir=str(out), train_tokens=128 * 20),
+        model=model,
+        progress=False,
+    )
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+
+    real_save_file = safetensors.torch.save_file
+    calls = []
+
+    def save_file(tensors, filename, *args, **kwargs):
+        calls.append(filename)
+        if len(calls) < fail_on:
+            return real_save_file(tensors, filename, *args, **kwargs)
+        with open(filename, "wb") as fh:
+            fh.write(b"\x08\x00\x00\x00\x00\x00\x00\x00{")  # a header, then the disk was full
+        raise _enospc()
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    cfg = _config(tmp_path / "second", corpus, out_dir=str(out), train_tokens=128 * 20, seed=1)
+    with pytest.raises(SteerError, match="cannot save the SAE: No space left on device") as info:
+        train_sae(cfg, model=model, progress=False)
+    assert "\n" not in str(info.value) and str(out) in str(info.value)
+    assert len(calls) == fail_on
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert _hidden_leftovers(out.parent) == []

@@ -143,11 +143,14 @@ def save_sae(
     *,
     sparsity: torch.Tensor | None = None,
     extra_metadata: dict[str, Any] | None = None,
+    storage_dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``sae`` to the folder ``path`` in SAELens v6 format, atomically.
 
     ``cfg.json`` (with ``metadata.sae_lens_version``, so SAELens reads the hook names) and
-    ``sae_weights.safetensors`` in the config's dtype; ``sparsity.safetensors`` (key
+    ``sae_weights.safetensors`` in the config's dtype, or in ``storage_dtype`` when given (e.g.
+    ``torch.float16`` halves the file; loading casts back to the config's dtype, which is the
+    dtype the SAE computes in); ``sparsity.safetensors`` (key
     ``sparsity``: log10 feature density) when ``sparsity`` is given. ``extra_metadata`` keys
     are added to ``metadata``. An existing SAE at ``path`` is replaced only once the new one
     is complete (other files in its folder are kept); a folder that holds no SAE is refused.
@@ -160,7 +163,7 @@ def save_sae(
             f"is a folder with no {CFG_FILENAME}; refusing to replace it", where=str(target)
         )
     text = json.dumps(_saelens_cfg_json(sae.cfg, extra_metadata), indent=2) + "\n"
-    dtype = sae.cfg.torch_dtype
+    dtype = storage_dtype or sae.cfg.torch_dtype
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in sae.state_dict().items()}
     ours = {CFG_FILENAME, WEIGHTS_FILENAME, SPARSITY_FILENAME}
     try:

@@ -104,6 +104,21 @@ def test_weights_stored_in_config_dtype(tmp_path, make_sae):
     assert json.loads((tmp_path / "sae" / "cfg.json").read_text())["dtype"] == "float16"
 
 
+def test_storage_dtype_halves_the_file_and_loads_in_config_dtype(tmp_path, make_sae):
+    sae = make_sae("topk")
+    save_sae(sae, tmp_path / "full")
+    save_sae(sae, tmp_path / "half", storage_dtype=torch.float16)
+    with safetensors.safe_open(tmp_path / "half" / "sae_weights.safetensors", "pt") as f:
+        assert f.get_slice("W_dec").get_dtype() == "F16"
+    assert json.loads((tmp_path / "half" / "cfg.json").read_text())["dtype"] == "float32"
+    full = (tmp_path / "full" / "sae_weights.safetensors").stat().st_size
+    half = (tmp_path / "half" / "sae_weights.safetensors").stat().st_size
+    assert half < 0.6 * full
+    loaded = load_sae(tmp_path / "half")
+    assert loaded.W_dec.dtype == torch.float32
+    assert torch.equal(loaded.W_dec, sae.W_dec.detach().half().float())
+
+
 def test_device_argument(tmp_path, make_sae):
     save_sae(make_sae("standard"), tmp_path / "sae")
     assert load_sae(tmp_path / "sae", device="cpu").W_enc.device.type == "cpu"
