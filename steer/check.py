@@ -1,30 +1,40 @@
 """Validate a recipe against the installed plugins and the SAEs' cfg.json, without loading the
-model or any weights: ``steer check`` answers in well under a second."""
+model or any weights: ``steer check`` answers in well under a second.
+
+This is also the one place where a recipe's ``features`` (ids or labels) become feature ids:
+:func:`resolve_features`, used here and by the engine.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from steer.errors import SteerError
+from steer.features.labels import Label, load_labels, resolve_feature
 from steer.interventions import resolve_intervention
 from steer.monitors import resolve_monitor
-from steer.recipe import InterventionSpec, Recipe
+from steer.recipe import InterventionSpec, MonitorSpec, Recipe
 from steer.sae import read_sae_config
 from steer.sae.sources import resolve_sae_path
 
 
-def check_recipe(recipe: Recipe, pm) -> None:
-    """Raise a one-line :class:`SteerError` for the first problem found in ``recipe``.
+def check_recipe(recipe: Recipe, pm) -> Recipe:
+    """Raise a one-line :class:`SteerError` for the first problem found in ``recipe``; return
+    the recipe with every feature label replaced by its id.
 
     Checks: every plugin exists; interventions that need a ``value`` have one; every feature
-    index is below the SAE's ``d_sae``; a recipe's ``layer`` agrees with the SAE's own. SAEs
-    fetched from the Hugging Face Hub are checked when they are loaded instead.
+    index is below the SAE's ``d_sae``; every feature label is in the SAE's labels.json; a
+    recipe's ``layer`` agrees with the SAE's own. SAEs fetched from the Hugging Face Hub are
+    checked when they are loaded instead.
     """
-    d_sae: dict[str, int] = {}
+    local: dict[str, tuple[Path, int]] = {}
     for i, spec in enumerate(recipe.saes):
         if spec.hf is not None:
             continue  # checking would mean a download; load_saes checks it
         where = f"saes[{i}]"
-        cfg = read_sae_config(resolve_sae_path(spec, where=where), pm=pm)
-        d_sae[spec.id] = cfg.d_sae
+        folder = resolve_sae_path(spec, where=where)
+        cfg = read_sae_config(folder, pm=pm)
+        local[spec.id] = (folder, cfg.d_sae)
         if spec.layer is not None and cfg.layer is not None and spec.layer != cfg.layer:
             raise SteerError(
                 f"layer {spec.layer} does not match the SAE, trained on layer {cfg.layer}",
@@ -37,10 +47,55 @@ def check_recipe(recipe: Recipe, pm) -> None:
                 raise SteerError(f"intervention {step.plugin!r} needs a `value`", where=where)
         else:
             resolve_monitor(pm, step.plugin, where=f"{where}.plugin")
-        size = d_sae.get(step.sae)
-        for j, feature in enumerate(step.features):
-            if size is not None and feature >= size:
-                raise SteerError(
-                    f"feature {feature} is out of range (SAE {step.sae} has {size})",
-                    where=f"{where}.features[{j}]",
-                )
+    return resolve_features(recipe, local)
+
+
+def resolve_features(recipe: Recipe, saes: dict[str, tuple[Path, int]]) -> Recipe:
+    """``recipe`` with the features of every step on an SAE in ``saes`` as range-checked ids.
+
+    ``saes`` maps a recipe SAE id to its folder and ``d_sae``; labels are looked up in the
+    labels.json in that folder. Steps on other SAEs are left as they are.
+    """
+    labels: dict[str, dict[int, Label]] = {}
+
+    def ids(where: str, step: InterventionSpec | MonitorSpec) -> InterventionSpec | MonitorSpec:
+        if step.sae not in saes:
+            return step
+        folder, size = saes[step.sae]
+        out: list[int] = []
+        for j, ref in enumerate(step.features):
+            at = f"{where}.features[{j}]"
+            if isinstance(ref, int):
+                if ref >= size:
+                    raise SteerError(
+                        f"feature {ref} is out of range (SAE {step.sae} has {size})", where=at
+                    )
+                out.append(ref)
+                continue
+            if step.sae not in labels:
+                labels[step.sae] = load_labels(folder)
+            out.append(
+                resolve_feature(labels[step.sae], ref, d_sae=size, where=at, sae=folder.name)
+            )
+        return step.model_copy(update={"features": out})
+
+    prompts = [
+        prompt.model_copy(
+            update={
+                "interventions": [
+                    ids(f"prompts[{p}].interventions[{i}]", s)
+                    for i, s in enumerate(prompt.interventions)
+                ]
+            }
+        )
+        for p, prompt in enumerate(recipe.prompts)
+    ]
+    return recipe.model_copy(
+        update={
+            "interventions": [
+                ids(f"interventions[{i}]", s) for i, s in enumerate(recipe.interventions)
+            ],
+            "prompts": prompts,
+            "monitors": [ids(f"monitors[{i}]", s) for i, s in enumerate(recipe.monitors)],
+        }
+    )

@@ -12,6 +12,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -67,6 +68,21 @@ def load_saes(recipe: Recipe, *, pm=None) -> dict[str, tuple[SAE, int | None]]:
     return loaded
 
 
+def _resolve_hub_features(recipe: Recipe, saes: dict[str, tuple[SAE, int | None]]) -> Recipe:
+    from steer.check import resolve_features
+
+    labelled = {
+        step.sae for _, step in recipe.steps() if any(isinstance(f, str) for f in step.features)
+    }
+    hub: dict[str, tuple[Path, int]] = {}
+    for i, spec in enumerate(recipe.saes):
+        if spec.hf is not None:
+            # The folder is only read for labels; it is in the Hugging Face cache by now.
+            folder = resolve_sae_path(spec, where=f"saes[{i}]") if spec.id in labelled else Path()
+            hub[spec.id] = (folder, saes[spec.id][0].cfg.d_sae)
+    return resolve_features(recipe, hub) if hub else recipe
+
+
 def attach_saes(
     saes: dict[str, tuple[SAE, int | None]], model: LoadedModel, recipe: Recipe
 ) -> dict[str, tuple[SAE, int]]:
@@ -106,11 +122,13 @@ class Steerer:
 
         self.recipe = recipe
         self.pm = pm if pm is not None else get_plugin_manager()
-        check_recipe(recipe, self.pm)  # fail before the slow loads
+        recipe = check_recipe(recipe, self.pm)  # fail before the slow loads
         self.timing: dict[str, float] = {}
         t0 = time.perf_counter()
         saes = load_saes(recipe, pm=self.pm)
         self.timing["load_saes_s"] = time.perf_counter() - t0
+        # SAEs from the Hub are only known once loaded: resolve their labels and ids now.
+        self.recipe = recipe = _resolve_hub_features(recipe, saes)
         t0 = time.perf_counter()
         self.model = model if model is not None else load_model(recipe.model, device=device)
         self.timing["load_model_s"] = time.perf_counter() - t0

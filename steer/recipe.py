@@ -11,22 +11,47 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from steer.errors import SteerError
+from steer.yamlfile import read_yaml
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 Positions = Literal["prompt", "generated", "all"]
-FeatureIndex = Annotated[int, Field(ge=0)]
 
 
-class _Strict(BaseModel):
+def _feature_ref(value: Any) -> int | str:
+    # Strictly an int or a str: YAML's 1.0, true or null are not feature names.
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"a feature is an id (integer) or a label (string), got {value!r}")
+    if isinstance(value, int) and value < 0:
+        raise ValueError("Input should be greater than or equal to 0")
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("a feature label must not be empty")
+    return value
+
+
+# A feature id, or the name of a feature in the labels.json beside the SAE; labels become ids
+# when the recipe is checked against its SAEs (steer.check.resolve_features).
+FeatureRef = Annotated[int | str, PlainValidator(_feature_ref, json_schema_input_type=int | str)]
+
+
+class StrictModel(BaseModel):
+    """Base of every recipe schema: unknown keys and wrong types are errors, values frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class SAESpec(_Strict):
+class SAESpec(StrictModel):
     """One SAE to attach. Give exactly one of ``path``, ``builtin`` or ``hf``."""
 
     id: str = Field(min_length=1, description="Name that interventions and monitors refer to.")
@@ -53,7 +78,7 @@ class SAESpec(_Strict):
         return self
 
 
-class GenerationSpec(_Strict):
+class GenerationSpec(StrictModel):
     """How to generate. ``temperature: 0`` means greedy decoding."""
 
     max_new_tokens: int = Field(40, ge=1, le=8192)
@@ -67,28 +92,28 @@ class GenerationSpec(_Strict):
     batch_size: int = Field(8, ge=1, description="Prompts per generate call.")
 
 
-class InterventionSpec(_Strict):
+class InterventionSpec(StrictModel):
     """Edit SAE features with an intervention plugin on the chosen positions."""
 
     plugin: str = Field(min_length=1, description="Intervention name: ablate, clamp, scale, ...")
     sae: str = Field(min_length=1, description="Id of an SAE in `saes`.")
-    features: list[FeatureIndex] = Field(min_length=1)
+    features: list[FeatureRef] = Field(min_length=1)
     value: float | None = Field(None, description="Parameter of the intervention, if it takes one.")
     positions: Positions = "all"
 
 
-class MonitorSpec(_Strict):
+class MonitorSpec(StrictModel):
     """Watch SAE features during generation and report events."""
 
     plugin: str = "threshold"
     sae: str = Field(min_length=1)
-    features: list[FeatureIndex] = Field(min_length=1)
+    features: list[FeatureRef] = Field(min_length=1)
     threshold: float = 0.0
     name: str | None = None
     positions: Positions = "all"
 
 
-class PromptSpec(_Strict):
+class PromptSpec(StrictModel):
     """A prompt, optionally with interventions of its own (added to the recipe's)."""
 
     text: str = Field(min_length=1)
@@ -98,7 +123,7 @@ class PromptSpec(_Strict):
     )
 
 
-class Recipe(_Strict):
+class Recipe(StrictModel):
     """A whole steering recipe."""
 
     model: str = DEFAULT_MODEL
@@ -120,11 +145,11 @@ class Recipe(_Strict):
         ids = [s.id for s in self.saes]
         for i, sae_id in enumerate(ids):
             if ids.index(sae_id) != i:
-                raise _located(f"saes[{i}].id", f"duplicate SAE id {sae_id!r}")
+                raise located(f"saes[{i}].id", f"duplicate SAE id {sae_id!r}")
         for where, step in self.steps():
             if step.sae not in ids:
                 known = ", ".join(repr(x) for x in ids) or "none"
-                raise _located(f"{where}.sae", f"unknown SAE {step.sae!r} (known: {known})")
+                raise located(f"{where}.sae", f"unknown SAE {step.sae!r} (known: {known})")
         return self
 
     def steps(self) -> list[tuple[str, InterventionSpec | MonitorSpec]]:
@@ -155,7 +180,7 @@ class _LocatedError(ValueError):
         super().__init__(message)
 
 
-def _located(where: str, message: str) -> _LocatedError:
+def located(where: str, message: str) -> _LocatedError:
     return _LocatedError(where, message)
 
 
@@ -170,7 +195,7 @@ def format_location(loc: tuple[Any, ...]) -> str:
     return out or "recipe"
 
 
-def _first_error(exc: ValidationError) -> tuple[str, str]:
+def first_error(exc: ValidationError) -> tuple[str, str]:
     err = exc.errors(include_url=False)[0]
     ctx_error = (err.get("ctx") or {}).get("error")
     if isinstance(ctx_error, _LocatedError):
@@ -195,7 +220,7 @@ def parse_recipe(data: Any, *, source: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as exc:
-        where, message = _first_error(exc)
+        where, message = first_error(exc)
         extra = exc.error_count() - 1
         more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
         raise SteerError(f"{where}: {message}{more}", where=source) from None
@@ -204,24 +229,14 @@ def parse_recipe(data: Any, *, source: str = "recipe") -> Recipe:
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a YAML recipe file; every problem is a one-line :class:`SteerError`."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SteerError("recipe file not found", where=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SteerError(f"cannot read recipe: {exc}", where=str(path)) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise SteerError(f"malformed YAML: {problem}", where=at) from None
+    data = read_yaml(path)
     recipe = parse_recipe(data, source=str(path))
-    return recipe.model_copy(update={"saes": [_resolve_path(s, path.parent) for s in recipe.saes]})
+    return recipe.model_copy(
+        update={"saes": [resolve_sae_spec_path(s, path.parent) for s in recipe.saes]}
+    )
 
 
-def _resolve_path(spec: SAESpec, base: Path) -> SAESpec:
+def resolve_sae_spec_path(spec: SAESpec, base: Path) -> SAESpec:
     """SAE paths in a recipe are relative to the recipe file, not to the working directory."""
     if spec.path is None or Path(spec.path).expanduser().is_absolute():
         return spec

@@ -155,3 +155,52 @@ def test_json_output_shape(tmp_path, capsys, monkeypatch, tiny_model):
     payload = json.loads(out)
     assert set(payload) == {"results", "timing"}
     assert set(payload["results"][0]) == {"prompt", "baseline", "steered", "events"}
+
+
+def _label(sae_path, **names):
+    from steer.features.labels import Label, save_labels
+
+    save_labels(sae_path, {int(fid[1:]): Label(name) for fid, name in names.items()})
+
+
+def test_check_resolves_feature_labels(tmp_path, sae_path, capsys):
+    _label(sae_path, f3="sea", f7="royalty")
+    data = recipe_data(
+        sae_path,
+        interventions=[{"plugin": "add", "sae": "res12", "features": ["Sea", 5], "value": 2.0}],
+        monitors=[{"sae": "res12", "features": ["royalty"]}],
+    )
+    code, out, err = call(["check", str(write_recipe(tmp_path, data))], capsys)
+    assert code == 0, err
+    assert out.startswith("ok: ")
+
+
+def test_check_unknown_label_suggests_the_close_one(tmp_path, sae_path, capsys):
+    _label(sae_path, f3="sea")
+    data = recipe_data(
+        sae_path,
+        interventions=[{"plugin": "add", "sae": "res12", "features": ["seaa"], "value": 2.0}],
+    )
+    path = write_recipe(tmp_path, data)
+    code, _, err = call(["check", str(path)], capsys)
+    assert_one_line_error(
+        code,
+        err,
+        f"{path}: interventions[0].features[0]: unknown label 'seaa' for SAE sae "
+        "(did you mean 'sea'?)",
+    )
+
+
+def test_check_label_on_an_sae_without_labels_file(tmp_path, sae_path, capsys):
+    data = recipe_data(sae_path, monitors=[{"sae": "res12", "features": ["sea"]}])
+    code, _, err = call(["check", str(write_recipe(tmp_path, data))], capsys)
+    assert_one_line_error(
+        code, err, "monitors[0].features[0]: unknown label 'sea' for SAE sae", "no labels.json"
+    )
+
+
+def test_check_label_naming_a_feature_out_of_range(tmp_path, sae_path, capsys):
+    _label(sae_path, f64="too-far")  # the SAE has 64 features: 0..63
+    data = recipe_data(sae_path, monitors=[{"sae": "res12", "features": ["too-far"]}])
+    code, _, err = call(["check", str(write_recipe(tmp_path, data))], capsys)
+    assert_one_line_error(code, err, "label 'too-far' names feature 64, out of range [0, 64)")

@@ -261,3 +261,42 @@ def test_a_plugin_returning_the_wrong_shape_is_reported(tiny_model, ortho_dir):
             saes=[{"id": "s", "path": str(ortho_dir)}],
             interventions=[{"plugin": "sloppy", "sae": "s", "features": [1]}],
         )
+
+
+def test_features_named_by_label_steer_like_their_ids(tiny_model, pm, ortho_dir):
+    from steer.features.labels import Label, save_labels
+
+    save_labels(ortho_dir, {3: Label("three"), 5: Label("five")})
+    common = {"saes": [{"id": "s", "path": str(ortho_dir)}], "prompts": PROMPTS[:2]}
+    by_id = steer(
+        tiny_model,
+        pm,
+        **common,
+        interventions=[{"plugin": "clamp", "sae": "s", "features": [3], "value": 40.0}],
+        monitors=[{"sae": "s", "features": [5], "threshold": -1e9, "positions": "generated"}],
+    )
+    by_label = steer(
+        tiny_model,
+        pm,
+        **common,
+        interventions=[{"plugin": "clamp", "sae": "s", "features": ["THREE"], "value": 40.0}],
+        monitors=[{"sae": "s", "features": ["five"], "threshold": -1e9, "positions": "generated"}],
+    )
+    assert any(r.steered != r.baseline for r in by_label.results)
+    assert [r.steered for r in by_label.results] == [r.steered for r in by_id.results]
+    assert [r.events for r in by_label.results] == [r.events for r in by_id.results]
+    assert {e["feature"] for r in by_label.results for e in r.events} == {5}
+
+
+def test_steerer_keeps_the_recipe_with_ids(tiny_model, pm, ortho_dir):
+    from steer.features.labels import Label, save_labels
+
+    save_labels(ortho_dir, {3: Label("three")})
+    recipe = parse_recipe(
+        {
+            "saes": [{"id": "s", "path": str(ortho_dir)}],
+            "prompts": ["Paris is"],
+            "interventions": [{"plugin": "add", "sae": "s", "features": ["three"], "value": 1.0}],
+        }
+    )
+    assert Steerer(recipe, pm=pm, model=tiny_model).recipe.interventions[0].features == [3]

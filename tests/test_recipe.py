@@ -71,8 +71,9 @@ def test_recipe_is_frozen():
         (recipe_with(prompts=[]), "prompts: the prompt list is empty"),
         (recipe_with(prompts=[""]), "prompts[0].text"),
         (
-            recipe_with(interventions=[{"plugin": "clamp", "sae": "res", "features": ["x"]}]),
-            "interventions[0].features[0]: Input should be a valid integer",
+            recipe_with(interventions=[{"plugin": "clamp", "sae": "res", "features": [1.5]}]),
+            "interventions[0].features[0]: a feature is an id (integer) or a label (string), "
+            "got 1.5",
         ),
         (
             recipe_with(interventions=[{"plugin": "clamp", "sae": "res", "features": [-1]}]),
@@ -135,3 +136,32 @@ def test_sae_paths_are_relative_to_the_recipe(tmp_path):
     path.write_text("saes:\n  - {id: res, path: ../my_sae}\nprompts: [hi]\n")
     recipe = load_recipe(path)
     assert recipe.saes[0].path == str(tmp_path / "my_sae")
+
+
+def test_features_may_be_ids_or_labels():
+    recipe = parse_recipe(
+        recipe_with(
+            interventions=[{"plugin": "add", "sae": "res", "features": [3, "sea"], "value": 1.0}],
+            monitors=[{"sae": "res", "features": ["ships"]}],
+        )
+    )
+    assert recipe.interventions[0].features == [3, "sea"]
+    assert recipe.monitors[0].features == ["ships"]
+
+
+@pytest.mark.parametrize(
+    ("feature", "expected"),
+    [
+        (
+            True,
+            "monitors[0].features[0]: a feature is an id (integer) or a label (string), got True",
+        ),
+        (
+            None,
+            "monitors[0].features[0]: a feature is an id (integer) or a label (string), got None",
+        ),
+        ("  ", "monitors[0].features[0]: a feature label must not be empty"),
+    ],
+)
+def test_feature_refs_are_strictly_int_or_str(feature, expected):
+    assert expected in error_of(recipe_with(monitors=[{"sae": "res", "features": [feature]}]))

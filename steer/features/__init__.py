@@ -1,0 +1,1 @@
+"""Find and name SAE features: the feature index, search, contrast, labels and dashboard."""

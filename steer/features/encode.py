@@ -1,0 +1,130 @@
+"""SAE feature activations of texts, position by position, the way training saw them.
+
+The model runs up to the SAE's layer (nnsight, stopped early, under ``inference_mode``; see
+:func:`steer.activations.layer_output`). Positions training left out -- special tokens,
+position 0 of each sequence (the attention sink) and norm outliers -- are not encoded: their
+activations are all zero and ``keep`` is false there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from steer.activations import (
+    CollectStats,
+    OutlierFilter,
+    keep_mask,
+    layer_output,
+    special_token_ids,
+)
+
+
+@dataclass
+class EncodedText:
+    """One text's tokens and feature activations.
+
+    ``token_ids`` ``[T]``, ``acts`` ``[T, d_sae]`` (or ``[T, len(features)]``; zero where
+    ``keep`` is false), ``keep`` ``[T]`` bool. ``index`` is the text's position in the input
+    sequence.
+    """
+
+    index: int
+    token_ids: torch.Tensor
+    acts: torch.Tensor
+    keep: torch.Tensor
+
+
+class BatchEncoder:
+    """Encodes batches of token ids ``[B, T]`` with ``sae`` at its layer of ``model``.
+
+    Holds the running outlier filter (and optional stats), so a stream of batches is filtered
+    exactly as training filtered its stream.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        sae: Any,
+        *,
+        outlier_factor: float = 10.0,
+        features: Sequence[int] | None = None,
+    ):
+        self.model = model
+        self.sae = sae
+        self.layer = int(sae.cfg.layer)
+        self.special = torch.tensor(special_token_ids(model.tokenizer), dtype=torch.long)
+        self.outliers = OutlierFilter(outlier_factor)
+        self.stats = CollectStats()
+        # ``features``: encode only these columns (SAE.encode_features), e.g. for a monitor
+        # that watches a few features; the output's last axis then follows this order.
+        self.features = None if features is None else torch.tensor(list(features), dtype=torch.long)
+        self.width = int(sae.cfg.d_sae) if features is None else len(self.features)
+
+    def hidden_and_keep(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(hidden [B, T, d_model] float32, keep [B, T] bool)``: the residual stream at the
+        SAE's layer and which positions training would have kept (updates the outlier filter)."""
+        ids = ids.long()
+        hidden = layer_output(self.model, self.layer, ids)
+        return hidden, keep_mask(ids, hidden, self.special, self.outliers, self.stats)
+
+    def __call__(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(acts [B, T, width] float32, keep [B, T] bool)`` for token ids ``[B, T]``;
+        ``width`` is ``d_sae``, or the number of ``features`` asked for."""
+        hidden, keep = self.hidden_and_keep(ids)
+        acts = torch.zeros(*keep.shape, self.width, dtype=torch.float32)
+        if keep.any():
+            x = hidden[keep].to(self.sae.device)
+            with torch.inference_mode():
+                if self.features is None:
+                    out = self.sae.encode(x)
+                else:
+                    out = self.sae.encode_features(x, self.features)
+            acts[keep] = out.float().cpu()
+        return acts, keep
+
+
+def encode_texts(
+    model: Any,
+    sae: Any,
+    texts: Sequence[str],
+    *,
+    ctx_len: int = 128,
+    batch: int = 8,
+    encoder: BatchEncoder | None = None,
+    features: Sequence[int] | None = None,
+) -> Iterator[EncodedText]:
+    """Yield an :class:`EncodedText` per text, in order.
+
+    Each text is tokenized on its own (no special tokens added) and cut to its first
+    ``ctx_len`` tokens; ``batch`` texts go through the model at once, right-padded (the model
+    is causal, so padding after a text cannot change it). Empty texts give ``T == 0``.
+    ``features`` (when no ``encoder`` is given): encode only these features, so ``acts`` is
+    ``[T, len(features)]`` in that order. An ``encoder`` sets the width itself.
+    """
+    tok = model.tokenizer
+    encoder = encoder or BatchEncoder(model, sae, features=features)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    for b0 in range(0, len(texts), batch):
+        chunk = list(texts[b0 : b0 + batch])
+        token_lists = [ids[:ctx_len] for ids in tok(chunk, add_special_tokens=False)["input_ids"]]
+        width = max((len(ids) for ids in token_lists), default=0)
+        if width == 0:
+            acts = torch.zeros(len(chunk), 0, encoder.width)
+            keep = torch.zeros(len(chunk), 0, dtype=torch.bool)
+        else:
+            ids = torch.full((len(chunk), width), int(pad), dtype=torch.long)
+            for row, toks in enumerate(token_lists):
+                ids[row, : len(toks)] = torch.tensor(toks, dtype=torch.long)
+            acts, keep = encoder(ids)
+        for row, toks in enumerate(token_lists):
+            n = len(toks)
+            yield EncodedText(
+                index=b0 + row,
+                token_ids=torch.tensor(toks, dtype=torch.long),
+                acts=acts[row, :n],
+                keep=keep[row, :n],
+            )
