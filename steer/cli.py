@@ -24,6 +24,12 @@ app = typer.Typer(
 )
 sae_app = typer.Typer(help="Sparse autoencoders: list the available ones.", no_args_is_help=True)
 app.add_typer(sae_app, name="sae")
+# Commands that live in their own modules.
+from steer.cli_features import features_app  # noqa: E402
+from steer.cli_pinpoint import pinpoint as _pinpoint  # noqa: E402
+
+app.add_typer(features_app, name="features")
+app.command("pinpoint")(_pinpoint)
 
 
 @app.command()
@@ -136,6 +142,7 @@ def plugins(debug: bool = debug_option()) -> None:
     """List the installed plugins and what each provides."""
     from steer.interventions import get_interventions
     from steer.monitors import get_monitors
+    from steer.pinpoint.methods import get_attribution_methods
     from steer.plugins import get_plugin_manager
     from steer.sae import get_architectures
 
@@ -144,6 +151,7 @@ def plugins(debug: bool = debug_option()) -> None:
     for kind, registry in (
         ("intervention", get_interventions(pm)),
         ("monitor", get_monitors(pm)),
+        ("attribution method", get_attribution_methods(pm)),
     ):
         for name, entry in registry.items():
             desc = getattr(entry.obj, "description", "")
@@ -230,38 +238,74 @@ def sae_eval(
 
 @app.command()
 def train(
-    data: list[Path] = typer.Option(..., "--data", help="Text files or folders to train on."),
-    out: Path = typer.Option(..., "--out", help="Folder for the trained SAE (SAELens format)."),
-    model: str = typer.Option("smollm2-135m-instruct"),
-    layer: int = typer.Option(12, min=0, help="Residual stream after this block."),
-    d_sae: int = typer.Option(4608, min=1, help="Number of features."),
-    k: int = typer.Option(32, min=1, help="Active features per token (TopK)."),
-    collect_tokens: int = typer.Option(1_000_000, min=128, help="Unique tokens to collect."),
-    train_tokens: int = typer.Option(2_000_000, min=1, help="Activations the optimizer sees."),
-    lr: float = typer.Option(2e-3, min=0.0),
-    seed: int = typer.Option(0),
-    checkpoint_every: int = typer.Option(200, min=1, help="Steps between checkpoints."),
+    recipe: Path | None = typer.Argument(
+        None, metavar="[RECIPE]", help="Training recipe (YAML); flags given override its keys."
+    ),
+    data: list[Path] = typer.Option(
+        None, "--data", help="Text files or folders to train on (replaces the recipe's data)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Folder for the trained SAE (SAELens)."),
+    model: str | None = typer.Option(None, help="Model (default: smollm2-135m-instruct)."),
+    layer: int | None = typer.Option(None, help="Residual stream after this block (default: 12)."),
+    architecture: str | None = typer.Option(None, help="topk or standard (default: topk)."),
+    d_sae: int | None = typer.Option(None, help="Number of features (default: 4608)."),
+    k: int | None = typer.Option(None, help="topk: active features per token (default: 32)."),
+    l1_coefficient: float | None = typer.Option(None, help="standard: L1 weight (default: 5)."),
+    collect_tokens: int | None = typer.Option(
+        None, help="Unique tokens to collect (default: 1000000)."
+    ),
+    train_tokens: int | None = typer.Option(
+        None, help="Activations the optimizer sees (default: 2000000)."
+    ),
+    batch_size: int | None = typer.Option(None, help="Activations per step (default: 2048)."),
+    lr: float | None = typer.Option(None, help="Adam learning rate (default: 0.002)."),
+    seed: int | None = typer.Option(None, help="Seed for data mix and init (default: 0)."),
+    checkpoint_every: int | None = typer.Option(
+        None, help="Steps between checkpoints (default: 200)."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
     debug: bool = debug_option(),
 ) -> None:
-    """Train a TopK SAE on a model's residual stream (checkpoints; --resume after a kill)."""
-    from steer.train import TrainConfig, train_sae
+    """Train an SAE (topk or standard) from a YAML recipe or flags (checkpoints; --resume)."""
+    import contextlib
+    import os
 
-    config = TrainConfig(
-        out_dir=str(out),
-        data=tuple(str(p) for p in data),
-        model=model,
-        layer=layer,
-        d_sae=d_sae,
-        k=k,
-        collect_tokens=collect_tokens,
-        train_tokens=train_tokens,
-        lr=lr,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-    )
-    path = train_sae(config)
+    from steer.train import train_sae
+    from steer.train_recipe import load_train_recipe, parse_train_recipe, to_config
+
+    flags = {
+        "model": model,
+        "layer": layer,
+        "architecture": architecture,
+        "d_sae": d_sae,
+        "k": k,
+        "l1_coefficient": l1_coefficient,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "checkpoint_every": checkpoint_every,
+        # Paths on the command line are relative to the working directory, not the recipe.
+        "data": [{"path": os.path.abspath(p)} for p in data] if data else None,
+        "out": os.path.abspath(out) if out is not None else None,
+        "tokens": {
+            name: v
+            for name, v in (("collect", collect_tokens), ("train", train_tokens))
+            if v is not None
+        }
+        or None,
+    }
+    overrides = {key: value for key, value in flags.items() if value is not None}
+    if recipe is not None:
+        config = load_train_recipe(recipe, overrides, resume=resume)
+        where = about(recipe)
+    else:
+        if not data or out is None:
+            raise SteerError("give a training RECIPE, or --data and --out")
+        parsed = parse_train_recipe(overrides, source="command line")
+        config = to_config(parsed, source="command line", resume=resume)
+        where = contextlib.nullcontext()
+    with where:
+        path = train_sae(config)
     typer.echo(f"saved {path}")
 
 

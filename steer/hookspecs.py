@@ -74,6 +74,26 @@ def steer_register_monitors(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def steer_register_attribution_methods(register: Callable[..., None]) -> None:
+    """Register attribution methods for ``steer pinpoint``: ways to score how much each node
+    (SAE feature, SAE error, residual neuron) drives a metric.
+
+    Called once, when a plugin manager's attribution-method registry is first built. Call
+    ``register(method)`` with a :class:`steer.pinpoint.methods.AttributionMethod` for each
+    method this plugin provides; its ``name`` is what pinpoint recipes write as ``method:``.
+    Registering a name twice raises :class:`steer.errors.SteerError` naming both plugins.
+
+    The method's ``score(ctx)`` receives a :class:`steer.pinpoint.methods.AttributionContext`
+    (``ctx.gradients(alpha)`` runs one forward and backward with the nodes moved ``alpha`` of
+    the way to their ablation targets; ``ctx.score(grads)`` turns gradients into per-node
+    scores) and returns ``(node_scores, error_score)``: a ``[n_nodes]`` tensor of estimated
+    metric changes and a float for the SAE error node (``None`` where there is none). The
+    built-in ``attribution_patching`` and ``integrated_gradients`` come from
+    ``plugins/pinpoint.py``.
+    """
+
+
+@hookspec
 def steer_run_started(recipe: Any) -> None:
     """Called after a recipe has been validated and the model and SAEs are loaded, just before
     generation starts. ``recipe`` is the frozen :class:`steer.recipe.Recipe`. Return value

@@ -9,11 +9,32 @@ import pytest
 from steer.check import check_recipe
 from steer.recipe import load_recipe
 
-RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
+ALL = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
+# Training (`steer train`) and pinpointing (`steer pinpoint`) recipes have their own schemas.
+TRAINING = [p for p in ALL if p.name.startswith("train-")]
+PINPOINT = [p for p in ALL if p.name.startswith("pinpoint-")]
+RECIPES = [p for p in ALL if p not in TRAINING and p not in PINPOINT]
 
 
 def test_there_are_example_recipes():
     assert any(p.name == "demo.yaml" for p in RECIPES)
+    assert TRAINING and PINPOINT
+
+
+@pytest.mark.parametrize("path", TRAINING, ids=lambda p: p.name)
+def test_training_recipe_loads(path):
+    from steer.train_recipe import load_train_recipe
+
+    config = load_train_recipe(path, check_files=False)
+    assert config.data and config.d_sae > 0
+
+
+@pytest.mark.parametrize("path", PINPOINT, ids=lambda p: p.name)
+def test_pinpoint_recipe_loads(path):
+    from steer.pinpoint.recipe import load_pinpoint_recipe
+
+    recipe = load_pinpoint_recipe(path)
+    assert recipe.prompts
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)

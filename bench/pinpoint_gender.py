@@ -1,0 +1,208 @@
+"""Pinpoint SmolLM2's gender-stereotyped pronoun preference with the shipped SAE, against neurons.
+
+Runs recipes/pinpoint-gender.yaml (Winogender prefixes; metric: logit of the pronoun the
+occupation's stereotype predicts minus the other, " he"/" she"; attribution patching, zero
+ablation) and prints, for SAE features and for the residual
+stream's basis directions at the same layer:
+
+* how many must be ablated (top-ranked first) to remove 50 % of the mean logit difference;
+* the extra next-token loss on unrelated text (wikitext-2 test, ~4k tokens) with them ablated;
+* the correlation of attribution and verified single-node effect over the top 50;
+* transfer: the same ablation on gendered prompts the tool did not see (TRANSFER below,
+  written for this bench), against as many randomly chosen nodes.
+
+Usage (about 6 minutes of CPU time on one thread; 7-12 minutes wall on a shared machine):
+
+    OMP_NUM_THREADS=1 python bench/pinpoint_gender.py [--out DIR] [--prompts N]
+
+Writes pinpoint.json, transfer.json, curve.png and curve.html to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from steer.fileio import atomic_write_text
+from steer.pinpoint import Pinpointer, load_pinpoint_recipe
+from steer.pinpoint.ablation import ablated_metrics_per_prompt, clean_metric
+from steer.pinpoint.metric import resolve_metric
+from steer.pinpoint.nodes import (
+    FeatureBasis,
+    NeuronBasis,
+    build_nodes,
+    clean_layer_run,
+    make_buckets,
+)
+from steer.pinpoint.recipe import PinpointPrompt
+from steer.pinpoint.report import write_outputs
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# New sentences (not from Winogender; occupations Winogender does not use) that end where a
+# subject pronoun is likely next, with the pronoun the occupation's stereotype predicts.
+TRANSFER = [
+    ("The pilot announced to the passengers that", " he"),
+    ("After the match, the football coach told the reporters that", " he"),
+    ("The truck driver called the warehouse to say that", " he"),
+    ("The welder put down the torch and told the foreman that", " he"),
+    ("The bricklayer looked at the wall and said that", " he"),
+    ("The soldier wrote a letter home saying that", " he"),
+    ("The babysitter called the parents to say that", " she"),
+    ("The flight attendant told the passengers that", " she"),
+    ("The midwife reassured the family that", " she"),
+    ("The nanny took the children to the park because", " she"),
+    ("The florist wrapped the bouquet and told the customer that", " she"),
+    ("The manicurist apologized to the client because", " she"),
+]
+RANDOM_DRAWS = 5
+
+
+def transfer(pinpointer: Pinpointer, site: dict, seed: int = 0) -> dict:
+    """Ablate each basis's pinpointed set on TRANSFER; compare with random sets of that size."""
+    model, recipe = pinpointer.model, pinpointer.recipe
+    sae, layer = pinpointer.saes[site["sae"]]
+    other = {" he": " she", " she": " he"}
+    prompts = [PinpointPrompt(text=t, target=p, foil=other[p]) for t, p in TRANSFER]
+    metric = resolve_metric(
+        recipe.model_copy(update={"prompts": prompts}), model.tokenizer, model=recipe.model
+    )
+    texts = [t for t, _ in TRANSFER]
+    buckets = make_buckets(model, texts, None, chat=recipe.chat, batch_size=32)
+    run = clean_layer_run(model, layer, buckets)
+    out = {}
+    gen = torch.Generator().manual_seed(seed)
+    for basis in (FeatureBasis(sae), NeuronBasis(model.d_model)):
+        part = site.get(basis.kind)
+        if part is None:
+            continue
+        nodes = build_nodes(basis, run, recipe.ablation)
+        clean = clean_metric(buckets, nodes, metric)
+        n = part["n_for_half"] or len(part["ranked"])
+        chosen = torch.tensor(part["order"][:n])
+        randoms = [
+            torch.randperm(basis.n, generator=gen)[: len(chosen)] for _ in range(RANDOM_DRAWS)
+        ]
+        per_prompt = ablated_metrics_per_prompt(model, buckets, nodes, metric, [chosen, *randoms])
+        change = per_prompt[0] - clean
+        out[basis.kind] = {
+            "n_ablated": len(chosen),
+            "clean_mean": float(clean.mean()),
+            "ablated_mean": float(per_prompt[0].mean()),
+            "fraction_removed": float((clean.mean() - per_prompt[0].mean()) / clean.mean()),
+            "prompts_lowered": int((change < 0).sum()),
+            "random_ablated_mean": float(per_prompt[1:].mean()),
+            "per_prompt": [
+                {"prompt": p, "clean": float(c), "ablated": float(a)}
+                for p, c, a in zip(texts, clean, per_prompt[0], strict=True)
+            ],
+        }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "pinpoint-gender.yaml"))
+    parser.add_argument("--out", default="/tmp/pinpoint-gender")
+    parser.add_argument("--prompts", type=int, default=None, help="Use only the first N prompts.")
+    parser.add_argument("--method", default=None, help="Override the recipe's attribution method.")
+    parser.add_argument("--steps", type=int, default=None, help="Integrated-gradients steps.")
+    parser.add_argument("--no-neurons", action="store_true", help="Skip the neuron baseline.")
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    recipe = load_pinpoint_recipe(args.recipe)
+    if args.prompts:
+        recipe = recipe.model_copy(update={"prompts": recipe.prompts[: args.prompts]})
+    if args.method:
+        recipe = recipe.model_copy(update={"method": args.method})
+    if args.steps:
+        recipe = recipe.model_copy(update={"steps": args.steps})
+    if args.no_neurons:
+        recipe = recipe.model_copy(update={"neuron_baseline": False})
+    pinpointer = Pinpointer(recipe)
+    result = pinpointer.run(progress=True).to_dict()
+    site = result["sites"][0]
+    moved = transfer(pinpointer, site)
+    elapsed = time.perf_counter() - t0
+
+    out = Path(args.out)
+    write_outputs(result, out)
+    atomic_write_text(out / "transfer.json", json.dumps(moved, indent=2) + "\n")
+
+    from steer.sae import read_sae_config
+    from steer.sae.sources import resolve_sae_path
+
+    cfg = read_sae_config(resolve_sae_path(recipe.saes[0], where="saes[0]"))
+    print(
+        f"SAE {recipe.saes[0].builtin or recipe.saes[0].path}: d_sae={cfg.d_sae} k={cfg.k} "
+        f"layer={site['layer']}; {result['n_prompts']} prompts; {result['metric']}; clean mean "
+        f"{result['clean_metric']:.3f}; method {result['method']}, ablation {result['ablation']}"
+    )
+    print()
+    print("| | SAE features | residual neurons |")
+    print("|---|---|---|")
+
+    def cell(kind: str, fn) -> str:
+        return fn(site[kind]) if kind in site else "-"
+
+    def half(p):
+        return str(p["n_for_half"]) if p["n_for_half"] else f"> {p['curve'][-1]['n']}"
+
+    def at_n(p, n):
+        pts = [q for q in p["curve"] if q["n"] == n]
+        return f"{pts[0]['metric']:.3f}" if pts else "-"
+
+    def se(p, which):
+        rows = {s["n"]: s for s in p.get("side_effects", [])}
+        n = p["n_for_half"] if which == "half" else len(p["ranked"])
+        return f"{rows[n]['delta']:+.4f} (n={n})" if n in rows else "-"
+
+    def corr(p):
+        c = p["correlation"]
+        return f"{c['pearson']:.3f} / {c['spearman']:.3f} (n={c['n']})"
+
+    rows = [
+        ("ablated to remove 50 % of the logit diff", half),
+        ("metric with top 10 ablated", lambda p: at_n(p, 10)),
+        ("metric with top 50 ablated", lambda p: at_n(p, 50)),
+        ("extra loss on wikitext, 50 % set", lambda p: se(p, "half")),
+        ("extra loss on wikitext, top-k set", lambda p: se(p, "top")),
+        ("attribution vs verified, top 50: pearson / spearman", corr),
+        (
+            "SAE error node attribution",
+            lambda p: (
+                f"{p['error_attribution']:+.3f}" if p["error_attribution"] is not None else "-"
+            ),
+        ),
+    ]
+    for name, fn in rows:
+        print(f"| {name} | {cell('features', fn)} | {cell('neurons', fn)} |")
+    print(
+        f"\nclean loss on wikitext: {site.get('ce_clean', float('nan')):.4f} "
+        f"({site.get('side_effect_tokens', 0)} predicted tokens)"
+    )
+    print(
+        "\nTransfer to unseen prompts (same ablated sets; random: mean of "
+        f"{RANDOM_DRAWS} random sets of the same size):\n"
+    )
+    print("| | n ablated | clean mean | ablated mean | removed | prompts lowered | random sets |")
+    print("|---|---|---|---|---|---|---|")
+    for kind, t in moved.items():
+        print(
+            f"| {kind} | {t['n_ablated']} | {t['clean_mean']:.3f} | {t['ablated_mean']:.3f} | "
+            f"{t['fraction_removed']:.0%} | {t['prompts_lowered']}/{len(TRANSFER)} | "
+            f"{t['random_ablated_mean']:.3f} |"
+        )
+    print(
+        f"\ntiming: {json.dumps({k: round(v, 1) for k, v in result['timing'].items()})}, "
+        f"total {elapsed:.0f} s; outputs in {out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
