@@ -140,16 +140,20 @@ class LoadedModel:
         }
 
 
+def get_dotted(obj: Any, path: str) -> Any | None:
+    """``obj.a.b.c`` for the path ``"a.b.c"``, or ``None`` when some part is missing."""
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
 def find_layers_path(hf: Any) -> str:
     """The dotted path of the model's list of transformer blocks."""
     for path in _LAYER_LISTS:
-        obj = hf
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        return path
+        if get_dotted(hf, path) is not None:
+            return path
     raise SteerError(
         f"cannot find the transformer blocks of {type(hf).__name__} (looked for {', '.join(_LAYER_LISTS)})"
     )

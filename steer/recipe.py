@@ -9,7 +9,7 @@ Parsing never loads the model, so a bad recipe fails in milliseconds.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -43,6 +43,9 @@ def _feature_ref(value: Any) -> int | str:
 # A feature id, or the name of a feature in the labels.json beside the SAE; labels become ids
 # when the recipe is checked against its SAEs (steer.check.resolve_features).
 FeatureRef = Annotated[int | str, PlainValidator(_feature_ref, json_schema_input_type=int | str)]
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
@@ -212,18 +215,28 @@ def first_error(exc: ValidationError) -> tuple[str, str]:
     return format_location(loc), message
 
 
-def parse_recipe(data: Any, *, source: str = "recipe") -> Recipe:
-    """Validate a recipe given as plain data (e.g. from ``yaml.safe_load``)."""
+def validate_schema(schema: type[_Model], data: Any, *, what: str, source: str) -> _Model:
+    """``data`` (e.g. from ``yaml.safe_load``) validated against the pydantic ``schema``.
+
+    Anything wrong is a one-line :class:`SteerError` naming the first problem's field path,
+    ``file: interventions[0].features[1]: reason (and 2 more problems)``; ``what`` names the
+    kind of file ("recipe", "training recipe") when the data is not a mapping at all.
+    """
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise SteerError(f"a recipe must be a mapping of keys, got {kind}", where=source)
+        raise SteerError(f"a {what} must be a mapping of keys, got {kind}", where=source)
     try:
-        return Recipe.model_validate(data)
+        return schema.model_validate(data)
     except ValidationError as exc:
         where, message = first_error(exc)
         extra = exc.error_count() - 1
         more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
         raise SteerError(f"{where}: {message}{more}", where=source) from None
+
+
+def parse_recipe(data: Any, *, source: str = "recipe") -> Recipe:
+    """Validate a recipe given as plain data (e.g. from ``yaml.safe_load``)."""
+    return validate_schema(Recipe, data, what="recipe", source=source)
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -20,13 +20,13 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from steer.activations import HFSource
 from steer.errors import SteerError
 
 # The steering recipe's error formatting, so both kinds of recipe report problems alike.
-from steer.recipe import DEFAULT_MODEL, StrictModel, first_error, located
+from steer.recipe import DEFAULT_MODEL, StrictModel, located, validate_schema
 from steer.train import ARCHITECTURES, TrainConfig
 from steer.yamlfile import read_yaml
 
@@ -153,16 +153,7 @@ class TrainRecipe(StrictModel):
 
 def parse_train_recipe(data: Any, *, source: str = "recipe") -> TrainRecipe:
     """Validate a training recipe given as plain data (e.g. from ``yaml.safe_load``)."""
-    if not isinstance(data, dict):
-        kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise SteerError(f"a training recipe must be a mapping of keys, got {kind}", where=source)
-    try:
-        return TrainRecipe.model_validate(data)
-    except ValidationError as exc:
-        where, message = first_error(exc)
-        extra = exc.error_count() - 1
-        more = f" (and {extra} more problem{'s' if extra > 1 else ''})" if extra else ""
-        raise SteerError(f"{where}: {message}{more}", where=source) from None
+    return validate_schema(TrainRecipe, data, what="training recipe", source=source)
 
 
 def read_train_recipe(path: str | Path) -> Any:

@@ -6,17 +6,11 @@ import json
 
 import pytest
 import yaml
+from cli_helpers import assert_one_line_error, call
 from sae_factory import make_sae
 
 from steer.cli import main
 from steer.sae import save_sae
-
-
-def call(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def write_recipe(tmp_path, data, name="recipe.yaml"):
@@ -40,15 +34,6 @@ def recipe_data(sae_path, **overrides):
     }
     data.update(overrides)
     return data
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_check_accepts_a_good_recipe(tmp_path, sae_path, capsys):

@@ -6,7 +6,7 @@ import json
 import random
 
 import pytest
-from test_cli import assert_one_line_error, call
+from cli_helpers import assert_one_line_error, call
 
 from steer.sae import load_sae
 

@@ -6,29 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_helpers import assert_one_line_error, call
 from sae_factory import make_sae
 from test_features_index import D_SAE, build_small_index
 
-from steer.cli import main
 from steer.features.labels import Label, save_labels
 from steer.features.store import FeatureIndex
 from steer.sae import save_sae
-
-
-def call(argv, capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
-
-
-def assert_one_line_error(code, err, *fragments):
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 @pytest.fixture

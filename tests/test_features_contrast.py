@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+from cli_helpers import call
 from sae_factory import make_sae
 
 from steer.activations import layer_output
@@ -161,15 +162,6 @@ def cli_setup(tmp_path, tiny_model, monkeypatch):
 
     monkeypatch.setattr(loading, "load_sae_and_model", fake_load)
     return folder, tmp_path / "pos.txt", tmp_path / "neg.jsonl"
-
-
-def call(argv, capsys) -> tuple[int, str, str]:
-    from steer.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def test_contrast_cli_json_and_save_labels(cli_setup, capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_helpers import call
 
 from steer.errors import SteerError
 from steer.features.labels import Label, load_labels, resolve_feature, save_labels
@@ -101,15 +102,6 @@ def sae_dir(tmp_path):
     path = tmp_path / "my-sae"
     save_sae(make_sae(d_in=16, d_sae=64, layer=0), path)
     return path
-
-
-def call(argv, capsys) -> tuple[int, str, str]:
-    from steer.cli import main
-
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
 
 
 def one_line_error(code, err) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_cli import assert_one_line_error, call
+from cli_helpers import assert_one_line_error, call
 
 from steer.activations import HFSource, build_windows
 from steer.errors import SteerError

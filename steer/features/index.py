@@ -35,6 +35,7 @@ from steer.activations import OUTLIER_RULE, build_windows, file_sha256, source_f
 from steer.errors import SteerError
 from steer.features.encode import BatchEncoder
 from steer.features.store import INDEX_FILENAME, SCHEMA, STORE_FORMAT
+from steer.model import get_dotted
 
 # Histogram bins: 4 per decade from 0.01 to 1000 (activations below/above land in the end bins).
 HIST_EDGES: list[float] = [round(10 ** (-2 + i / 4), 6) for i in range(21)]
@@ -87,13 +88,7 @@ def partial_path(db: Path) -> Path:
 def final_norm_weight(hf: Any) -> torch.Tensor | None:
     """The elementwise weight of the final norm before the unembedding, or ``None``."""
     for path in ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_norm"):
-        obj = hf
-        try:
-            for part in path.split("."):
-                obj = getattr(obj, part)
-        except AttributeError:
-            continue
-        weight = getattr(obj, "weight", None)
+        weight = get_dotted(hf, f"{path}.weight")
         if isinstance(weight, torch.Tensor):
             return weight.detach().float()
     return None

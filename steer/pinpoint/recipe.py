@@ -12,16 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from steer.errors import SteerError
 from steer.recipe import (
     DEFAULT_MODEL,
     SAESpec,
     StrictModel,
-    first_error,
     located,
     resolve_sae_spec_path,
+    validate_schema,
 )
 from steer.yamlfile import read_yaml
 
@@ -140,14 +139,7 @@ class PinpointRecipe(StrictModel):
 
 def parse_pinpoint_recipe(data: Any, *, source: str = "recipe") -> PinpointRecipe:
     """Validate a pinpoint recipe given as plain data."""
-    if not isinstance(data, dict):
-        kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise SteerError(f"a pinpoint recipe must be a mapping of keys, got {kind}", where=source)
-    try:
-        return PinpointRecipe.model_validate(data)
-    except ValidationError as exc:
-        where, message = first_error(exc)
-        raise SteerError(f"{where}: {message}", where=source) from None
+    return validate_schema(PinpointRecipe, data, what="pinpoint recipe", source=source)
 
 
 def load_pinpoint_recipe(path: str | Path) -> PinpointRecipe:
