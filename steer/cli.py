@@ -26,9 +26,13 @@ sae_app = typer.Typer(help="Sparse autoencoders: list the available ones.", no_a
 app.add_typer(sae_app, name="sae")
 # Commands that live in their own modules.
 from steer.cli_features import features_app  # noqa: E402
+from steer.cli_monitor import monitor_app  # noqa: E402
 from steer.cli_pinpoint import pinpoint as _pinpoint  # noqa: E402
+from steer.cli_probe import probe_app  # noqa: E402
 
 app.add_typer(features_app, name="features")
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(probe_app, name="probe")
 app.command("pinpoint")(_pinpoint)
 
 

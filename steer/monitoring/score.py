@@ -1,0 +1,116 @@
+"""Score texts with a recipe's monitors, without generating.
+
+Each recipe ``monitors:`` entry is a *group*: an SAE, the features it watches (ids or labels,
+resolved by :func:`steer.check.check_recipe`) and a threshold. A text's score for a group is
+the maximum activation over the group's features and the text's kept positions (position 0,
+special tokens and norm outliers are skipped exactly as :mod:`steer.features.encode` skips
+them); the text *fires* the group when that score is above the threshold (``>``, as the
+built-in ``threshold`` monitor does during generation). Only the watched features' encoder
+columns are asked for (:meth:`steer.sae.base.SAE.encode_features`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from steer.errors import SteerError
+
+
+@dataclass(frozen=True)
+class WatchedGroup:
+    """One monitor of a recipe: ``features`` (ids) of the recipe SAE ``sae``."""
+
+    name: str
+    sae: str
+    features: tuple[int, ...]
+    threshold: float
+
+
+@dataclass
+class TextScore:
+    """One text's score per group (``scores``) and whether it crossed the threshold."""
+
+    index: int
+    n_tokens: int
+    n_kept: int
+    scores: dict[str, float] = field(default_factory=dict)
+    fired: dict[str, bool] = field(default_factory=dict)
+
+
+def watched_groups(recipe: Any, pm: Any) -> list[WatchedGroup]:
+    """The recipe's monitors as groups of feature ids (labels resolved, ranges checked).
+
+    A monitor without a ``name`` is called ``monitors[i]``. A recipe without monitors, or two
+    monitors of the same name, is a one-line :class:`SteerError`.
+    """
+    from steer.check import check_recipe
+
+    resolved = check_recipe(recipe, pm)
+    if not resolved.monitors:
+        raise SteerError("the recipe has no monitors to score with", where="monitors")
+    groups: list[WatchedGroup] = []
+    for i, spec in enumerate(resolved.monitors):
+        name = spec.name or f"monitors[{i}]"
+        if any(g.name == name for g in groups):
+            raise SteerError(f"two monitors are named {name!r}", where=f"monitors[{i}].name")
+        groups.append(
+            WatchedGroup(
+                name=name,
+                sae=spec.sae,
+                features=tuple(int(f) for f in spec.features),
+                threshold=float(spec.threshold),
+            )
+        )
+    return groups
+
+
+def score_texts(
+    model: Any,
+    saes: dict[str, Any],
+    groups: Sequence[WatchedGroup],
+    texts: Sequence[str],
+    *,
+    ctx_len: int = 128,
+    batch: int = 8,
+    progress: bool = True,
+) -> list[TextScore]:
+    """Every text's score for every group, in input order.
+
+    ``saes`` maps a recipe SAE id to the loaded SAE. Texts go through the model once per SAE
+    the groups watch, encoding only the union of that SAE's watched features. A text with no
+    kept position scores 0 (SAE activations are never negative).
+    """
+    from tqdm.auto import tqdm
+
+    from steer.features.encode import encode_texts
+
+    out = [TextScore(index=i, n_tokens=0, n_kept=0) for i in range(len(texts))]
+    by_sae: dict[str, list[WatchedGroup]] = {}
+    for g in groups:
+        by_sae.setdefault(g.sae, []).append(g)
+    bar = tqdm(total=len(texts) * len(by_sae), desc="scoring", unit="text", disable=not progress)
+    with bar:
+        for sae_id, members in by_sae.items():
+            sae = saes[sae_id]
+            if sae.cfg.layer is None:
+                raise SteerError(f"SAE {sae_id!r} does not say which layer it reads")
+            union = sorted({f for g in members for f in g.features})
+            column = {f: j for j, f in enumerate(union)}
+            cols = {g.name: torch.tensor([column[f] for f in g.features]) for g in members}
+            for enc in encode_texts(
+                model, sae, texts, ctx_len=ctx_len, batch=batch, features=union
+            ):
+                row = out[enc.index]
+                row.n_tokens = int(enc.token_ids.numel())
+                row.n_kept = int(enc.keep.sum())
+                kept = enc.acts[enc.keep]  # [n_kept, len(union)]
+                for g in members:
+                    value = float(kept[:, cols[g.name]].max()) if row.n_kept else 0.0
+                    row.scores[g.name] = value
+                    row.fired[g.name] = value > g.threshold
+                bar.update(1)
+    return out
