@@ -2,7 +2,7 @@
 
 A recipe is parsed into a frozen pydantic model with ``extra="forbid"``: an unknown key or a
 wrong type is an error that names the field path, e.g.
-``interventions[1].features[0]: feature 9999 is out of range (SAE res12 has 4608)``.
+``interventions[1].features[0]: feature 9999 is out of range (SAE res12 has 8192)``.
 Parsing never loads the model, so a bad recipe fails in milliseconds.
 """
 
