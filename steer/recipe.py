@@ -145,10 +145,7 @@ class Recipe(StrictModel):
 
     @model_validator(mode="after")
     def _references(self) -> Recipe:
-        ids = [s.id for s in self.saes]
-        for i, sae_id in enumerate(ids):
-            if ids.index(sae_id) != i:
-                raise located(f"saes[{i}].id", f"duplicate SAE id {sae_id!r}")
+        ids = unique_sae_ids(self.saes)
         for where, step in self.steps():
             if step.sae not in ids:
                 known = ", ".join(repr(x) for x in ids) or "none"
@@ -181,6 +178,15 @@ class _LocatedError(ValueError):
     def __init__(self, where: str, message: str):
         self.where = where
         super().__init__(message)
+
+
+def unique_sae_ids(saes: list[SAESpec]) -> list[str]:
+    """The ids of a recipe's ``saes``, in order; a repeated id is an error at its field."""
+    ids = [s.id for s in saes]
+    for i, sae_id in enumerate(ids):
+        if ids.index(sae_id) != i:
+            raise located(f"saes[{i}].id", f"duplicate SAE id {sae_id!r}")
+    return ids
 
 
 def located(where: str, message: str) -> _LocatedError:

@@ -20,6 +20,7 @@ from steer.recipe import (
     StrictModel,
     located,
     resolve_sae_spec_path,
+    unique_sae_ids,
     validate_schema,
 )
 from steer.yamlfile import read_yaml
@@ -120,10 +121,7 @@ class PinpointRecipe(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> PinpointRecipe:
-        ids = [s.id for s in self.saes]
-        for i, sae_id in enumerate(ids):
-            if ids.index(sae_id) != i:
-                raise located(f"saes[{i}].id", f"duplicate SAE id {sae_id!r}")
+        unique_sae_ids(self.saes)
         if self.metric.logprob is not None:
             for i, prompt in enumerate(self.prompts):
                 if prompt.foil is not None:
