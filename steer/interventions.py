@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from steer.errors import SteerError
-from steer.registries import Registered, build_registry
+from steer.registries import Registered, build_registry, lookup
 
 ApplyFn = Callable[[torch.Tensor, "float | None"], torch.Tensor]
 
@@ -61,19 +60,4 @@ def get_interventions(pm) -> dict[str, Registered[InterventionType]]:
 
 def resolve_intervention(pm, name: str, *, where: str) -> InterventionType:
     """Look up an intervention by name, or fail with the list of known ones."""
-    registry = get_interventions(pm)
-    if name not in registry:
-        known = ", ".join(sorted(registry)) or "none"
-        hint = _failed_plugin_hint(pm)
-        raise SteerError(
-            f"unknown intervention plugin {name!r} (known: {known}){hint}", where=where
-        )
-    return registry[name].obj
-
-
-def _failed_plugin_hint(pm) -> str:
-    failures = getattr(pm, "failures", [])
-    if not failures:
-        return ""
-    names = ", ".join(f.name for f in failures)
-    return f"; plugins that failed to load: {names} (see `steer plugins`)"
+    return lookup(pm, get_interventions(pm), name, what="intervention plugin", where=where)

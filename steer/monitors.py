@@ -13,8 +13,7 @@ from typing import Any
 
 import torch
 
-from steer.errors import SteerError
-from steer.registries import Registered, build_registry
+from steer.registries import Registered, build_registry, lookup
 
 # observe(acts [batch, positions, features], spec) -> bool mask of the same shape: which
 # (position, feature) pairs are events.
@@ -55,8 +54,4 @@ def get_monitors(pm) -> dict[str, Registered[MonitorType]]:
 
 def resolve_monitor(pm, name: str, *, where: str) -> MonitorType:
     """Look up a monitor type by name, or fail with the list of known ones."""
-    registry = get_monitors(pm)
-    if name not in registry:
-        known = ", ".join(sorted(registry)) or "none"
-        raise SteerError(f"unknown monitor plugin {name!r} (known: {known})", where=where)
-    return registry[name].obj
+    return lookup(pm, get_monitors(pm), name, what="monitor plugin", where=where)

@@ -139,9 +139,7 @@ class Recipe(StrictModel):
     @field_validator("prompts", mode="before")
     @classmethod
     def _strings_are_prompts(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"text": p} if isinstance(p, str) else p for p in value]
-        return value
+        return strings_as_text_items(value)
 
     @model_validator(mode="after")
     def _references(self) -> Recipe:
@@ -178,6 +176,13 @@ class _LocatedError(ValueError):
     def __init__(self, where: str, message: str):
         self.where = where
         super().__init__(message)
+
+
+def strings_as_text_items(value: Any) -> Any:
+    """A prompt list where a plain string ``"..."`` stands for ``{"text": "..."}``."""
+    if isinstance(value, list):
+        return [{"text": p} if isinstance(p, str) else p for p in value]
+    return value
 
 
 def unique_sae_ids(saes: list[SAESpec]) -> list[str]:

@@ -73,3 +73,19 @@ def build_registry(
     if cache is not None:
         cache[hook_name] = registry
     return registry
+
+
+def lookup(pm: Any, registry: dict[str, Registered[T]], name: str, *, what: str, where: str) -> T:
+    """The object registered as ``name``, or a one-line :class:`SteerError` that lists the
+    known names (and any plugins that failed to load, which may be why ``name`` is missing).
+    ``what`` names the kind in the message, e.g. ``"intervention plugin"``."""
+    if name in registry:
+        return registry[name].obj
+    known = ", ".join(sorted(registry)) or "none"
+    failures = getattr(pm, "failures", [])
+    hint = (
+        f"; plugins that failed to load: {', '.join(f.name for f in failures)} (see `steer plugins`)"
+        if failures
+        else ""
+    )
+    raise SteerError(f"unknown {what} {name!r} (known: {known}){hint}", where=where)

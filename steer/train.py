@@ -212,17 +212,9 @@ class _Trainer:
             # Drop the gradient along each decoder row: only its direction may change.
             w, g = p["W_dec"], p["W_dec"].grad
             g -= (g * w).sum(1, keepdim=True) * w
-            torch.nn.utils.clip_grad_norm_(p.values(), cfg.grad_clip)
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr_at(self.step)
-            self.opt.step()
+            self._apply_gradients()
             w /= w.norm(dim=1, keepdim=True).clamp_min(1e-8)
-            fired = torch.bincount(idx[vals > 0], minlength=cfg.d_sae)
-            self.since_fired += len(x)
-            self.since_fired[fired > 0] = 0
-            if self.step >= int(cfg.total_steps * 0.75):  # density from the last quarter
-                self.fire_counts += fired
-                self.count_tokens += len(x)
+            self._record_firing(torch.bincount(idx[vals > 0], minlength=cfg.d_sae), len(x))
         self.step += 1
         self.last_metrics = {
             "loss": loss.item(),
@@ -231,6 +223,21 @@ class _Trainer:
             "dead": len(dead) / cfg.d_sae,
         }
         return self.last_metrics
+
+    def _apply_gradients(self) -> None:
+        """Clip, set this step's learning rate, and take the Adam step (under no_grad)."""
+        torch.nn.utils.clip_grad_norm_(self.params.values(), self.cfg.grad_clip)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        self.opt.step()
+
+    def _record_firing(self, fired: torch.Tensor, n_tokens: int) -> None:
+        """Dead-feature clocks and, over the last quarter of training, feature density."""
+        self.since_fired += n_tokens
+        self.since_fired[fired > 0] = 0
+        if self.step >= int(self.cfg.total_steps * 0.75):
+            self.fire_counts += fired
+            self.count_tokens += n_tokens
 
     def state(self) -> dict[str, Any]:
         return {
@@ -323,17 +330,9 @@ class _StandardTrainer(_Trainer):
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         with torch.no_grad():
-            torch.nn.utils.clip_grad_norm_(p.values(), cfg.grad_clip)
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr_at(self.step)
-            self.opt.step()
+            self._apply_gradients()
             active = f > 0
-            fired = active.sum(0)
-            self.since_fired += len(x)
-            self.since_fired[fired > 0] = 0
-            if self.step >= int(cfg.total_steps * 0.75):  # density from the last quarter
-                self.fire_counts += fired
-                self.count_tokens += len(x)
+            self._record_firing(active.sum(0), len(x))
         self.step += 1
         if (
             cfg.resample_every

@@ -16,9 +16,8 @@ from typing import Any
 
 import torch
 
-from steer.errors import SteerError
 from steer.pinpoint.nodes import NodeSet
-from steer.registries import Registered, build_registry
+from steer.registries import Registered, build_registry, lookup
 
 
 @dataclass(frozen=True)
@@ -98,8 +97,4 @@ def get_attribution_methods(pm: Any) -> dict[str, Registered[AttributionMethod]]
 
 def resolve_method(pm: Any, name: str, *, where: str = "method") -> AttributionMethod:
     """Look up an attribution method by name, or fail with the list of known ones."""
-    registry = get_attribution_methods(pm)
-    if name not in registry:
-        known = ", ".join(sorted(registry)) or "none"
-        raise SteerError(f"unknown attribution method {name!r} (known: {known})", where=where)
-    return registry[name].obj
+    return lookup(pm, get_attribution_methods(pm), name, what="attribution method", where=where)

@@ -20,6 +20,7 @@ from steer.recipe import (
     StrictModel,
     located,
     resolve_sae_spec_path,
+    strings_as_text_items,
     unique_sae_ids,
     validate_schema,
 )
@@ -107,9 +108,7 @@ class PinpointRecipe(StrictModel):
     @field_validator("prompts", mode="before")
     @classmethod
     def _strings_are_prompts(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"text": p} if isinstance(p, str) else p for p in value]
-        return value
+        return strings_as_text_items(value)
 
     @field_validator("counterfactuals")
     @classmethod
