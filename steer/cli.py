@@ -209,19 +209,14 @@ def sae_eval(
 ) -> None:
     """Reconstruction and downstream-loss metrics of an SAE on held-out text."""
     from steer.activations import read_documents
-    from steer.model import load_model
-    from steer.sae import check_fits_model, load_sae
-    from steer.sae.sources import builtin_saes
+    from steer.features.loading import load_sae_and_model
     from steer.train_eval import evaluate_sae
 
-    folder = builtin_saes().get(sae, Path(sae))  # a builtin name, else a folder
-    loaded = load_sae(folder)
-    lm = load_model(model)
-    check_fits_model(loaded, d_model=lm.d_model, n_layers=lm.n_layers, where=str(folder))
+    folder, loaded, lm = load_sae_and_model(sae, model=model)
     texts = [doc for path in data for doc in read_documents(path, lm.tokenizer)]
     metrics = evaluate_sae(
         lm,
-        loaded.to(lm.device),
+        loaded,
         loaded.cfg.layer,
         texts,
         max_tokens=max_tokens,

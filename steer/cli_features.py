@@ -85,8 +85,8 @@ def index(
 
 def _open_index(sae: str, db: Path | None):
     """``(folder, index)`` for an SAE's feature index, checked against the SAE's weights."""
-    from steer.features.loading import sae_folder
     from steer.features.store import FeatureIndex
+    from steer.sae.sources import sae_folder
 
     folder = sae_folder(sae)
     index = FeatureIndex.open(db if db is not None else folder, sae=sae)

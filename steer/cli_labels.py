@@ -34,8 +34,8 @@ def label(
 ) -> None:
     """Name a feature (labels.json beside the SAE), remove a name, or --list the names."""
     from steer.features.labels import Label, labels_path, load_labels, save_labels
-    from steer.features.loading import sae_folder
     from steer.sae import read_sae_config
+    from steer.sae.sources import sae_folder
 
     folder = sae_folder(sae)
     labels = load_labels(folder)

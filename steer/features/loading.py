@@ -1,29 +1,13 @@
-"""Find an SAE by builtin name or folder, and load it together with the model it belongs to."""
+"""Load an SAE given by builtin name or folder, together with the model it belongs to."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from steer.errors import SteerError
+from steer.sae.sources import sae_folder
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
-
-
-def sae_folder(name_or_path: str | Path) -> Path:
-    """The folder of an SAE given as a builtin name (``steer sae list``) or a folder path."""
-    from steer.sae.sources import builtin_saes
-
-    shipped = builtin_saes()
-    if str(name_or_path) in shipped:
-        return shipped[str(name_or_path)]
-    folder = Path(name_or_path).expanduser()
-    if not folder.is_dir():
-        known = ", ".join(shipped) or "none"
-        raise SteerError(
-            f"no SAE named {str(name_or_path)!r}: not a builtin (shipped: {known}) and not a folder"
-        )
-    return folder
 
 
 def load_sae_only(name_or_path: str | Path, *, device: str = "cpu") -> tuple[Path, Any]:

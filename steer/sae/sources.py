@@ -17,6 +17,21 @@ def builtin_saes() -> dict[str, Path]:
     return {p.name: p for p in sorted(BUILTIN_DIR.iterdir()) if (p / "cfg.json").is_file()}
 
 
+def sae_folder(name_or_path: str | Path) -> Path:
+    """The folder of an SAE given on the command line: a builtin name (``steer sae list``) or a
+    folder path."""
+    shipped = builtin_saes()
+    if str(name_or_path) in shipped:
+        return shipped[str(name_or_path)]
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        known = ", ".join(shipped) or "none"
+        raise SteerError(
+            f"no SAE named {str(name_or_path)!r}: not a builtin (shipped: {known}) and not a folder"
+        )
+    return folder
+
+
 def resolve_sae_path(spec, *, where: str) -> Path:
     """The local folder of the SAE a recipe's ``saes[i]`` entry names."""
     if spec.path is not None:
