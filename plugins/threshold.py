@@ -14,6 +14,9 @@ def over_threshold(acts: torch.Tensor, spec) -> torch.Tensor:
 def steer_register_monitors(register):
     register(
         MonitorType(
-            "threshold", over_threshold, "report each token where a feature exceeds `threshold`"
+            "threshold",
+            over_threshold,
+            "report each token where a feature exceeds `threshold`",
+            monotone=True,
         )
     )

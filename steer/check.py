@@ -13,7 +13,7 @@ from steer.errors import SteerError
 from steer.features.labels import Label, load_labels, resolve_feature
 from steer.interventions import resolve_intervention
 from steer.monitors import resolve_monitor
-from steer.recipe import InterventionSpec, MonitorSpec, Recipe
+from steer.recipe import InterventionSpec, MonitorSpec, Recipe, ResponseSpec
 from steer.sae import read_sae_config
 from steer.sae.sources import resolve_sae_path
 
@@ -47,6 +47,13 @@ def check_recipe(recipe: Recipe, pm) -> Recipe:
                 raise SteerError(f"intervention {step.plugin!r} needs a `value`", where=where)
         else:
             resolve_monitor(pm, step.plugin, where=f"{where}.plugin")
+            if isinstance(step.action, ResponseSpec):
+                at = f"{where}.action"
+                kind = resolve_intervention(pm, step.action.plugin, where=f"{at}.plugin")
+                if kind.requires_value and step.action.value is None:
+                    raise SteerError(
+                        f"intervention {step.action.plugin!r} needs a `value`", where=at
+                    )
     return resolve_features(recipe, local)
 
 
@@ -58,26 +65,32 @@ def resolve_features(recipe: Recipe, saes: dict[str, tuple[Path, int]]) -> Recip
     """
     labels: dict[str, dict[int, Label]] = {}
 
-    def ids(where: str, step: InterventionSpec | MonitorSpec) -> InterventionSpec | MonitorSpec:
-        if step.sae not in saes:
-            return step
-        folder, size = saes[step.sae]
+    def resolve(where: str, sae: str, refs: list[int | str]) -> list[int]:
+        folder, size = saes[sae]
         out: list[int] = []
-        for j, ref in enumerate(step.features):
-            at = f"{where}.features[{j}]"
+        for j, ref in enumerate(refs):
+            at = f"{where}[{j}]"
             if isinstance(ref, int):
                 if ref >= size:
                     raise SteerError(
-                        f"feature {ref} is out of range (SAE {step.sae} has {size})", where=at
+                        f"feature {ref} is out of range (SAE {sae} has {size})", where=at
                     )
                 out.append(ref)
                 continue
-            if step.sae not in labels:
-                labels[step.sae] = load_labels(folder)
-            out.append(
-                resolve_feature(labels[step.sae], ref, d_sae=size, where=at, sae=folder.name)
-            )
-        return step.model_copy(update={"features": out})
+            if sae not in labels:
+                labels[sae] = load_labels(folder)
+            out.append(resolve_feature(labels[sae], ref, d_sae=size, where=at, sae=folder.name))
+        return out
+
+    def ids(where: str, step: InterventionSpec | MonitorSpec) -> InterventionSpec | MonitorSpec:
+        if step.sae not in saes:
+            return step
+        update: dict = {"features": resolve(f"{where}.features", step.sae, step.features)}
+        action = getattr(step, "action", None)
+        if isinstance(action, ResponseSpec) and action.features is not None:
+            feats = resolve(f"{where}.action.features", step.sae, action.features)
+            update["action"] = action.model_copy(update={"features": feats})
+        return step.model_copy(update=update)
 
     prompts = [
         prompt.model_copy(

@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import LogitsProcessorList
 
-from steer.edit import RawEvent, edit_site
+from steer.edit import Readings, edit_site
 from steer.errors import SteerError
 from steer.model import LoadedModel, load_model
+from steer.monitoring.live import EventCallback, LiveMonitor
 from steer.plan import Site, build_sites
 from steer.recipe import Recipe
 from steer.sae import check_fits_model, load_sae
@@ -39,6 +41,11 @@ class PromptResult:
     baseline: str | None
     steered: str
     events: list[dict[str, Any]] = field(default_factory=list)
+    # The first event of each monitor whose action is not `log`: where a warning, a stop or a
+    # conditional intervention started.
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    # Tokens and per-token monitor scores (see LiveMonitor.trace); None without monitors.
+    trace: dict[str, Any] | None = None
 
 
 @dataclass
@@ -134,9 +141,19 @@ class Steerer:
         self.timing["load_model_s"] = time.perf_counter() - t0
         self.saes = attach_saes(saes, self.model, recipe)
 
-    def run(self, *, baseline: bool = True, on_step: StepCallback | None = None) -> RunResults:
+    def run(
+        self,
+        *,
+        baseline: bool = True,
+        on_step: StepCallback | None = None,
+        on_event: EventCallback | None = None,
+    ) -> RunResults:
         """Generate every prompt with the recipe's interventions (and, if ``baseline``, without
-        them, with the same seed), batch by batch."""
+        them, with the same seed), batch by batch.
+
+        ``on_step(step)`` is called on every generation step, ``on_event(event)`` with each
+        monitor event as soon as its token is known (before the next token is generated).
+        """
         recipe, gen = self.recipe, self.recipe.generation
         self.pm.hook.steer_run_started(recipe=recipe)
         timing = dict(self.timing, baseline_s=0.0, steered_s=0.0, new_tokens=0)
@@ -160,21 +177,31 @@ class Steerer:
                 dtype=self.model.hf.dtype,
                 device=self.model.device,
             )
+            monitor = None
+            if any(site.watches for site in sites):
+                monitor = LiveMonitor(
+                    tokenizer=self.model.tokenizer,
+                    prompt_indices=batch,
+                    attention_mask=enc["attention_mask"],
+                    eos_ids=_eos_ids(self.model),
+                    on_event=on_event,
+                )
             t0 = time.perf_counter()
-            ids, raw_events = generate_steered(self.model, enc, sites, recipe, on_step=on_step)
+            ids = generate_steered(self.model, enc, sites, recipe, on_step=on_step, monitor=monitor)
             timing["steered_s"] += time.perf_counter() - t0
             steered_texts, lengths = self._decode(enc, ids)
             timing["new_tokens"] += sum(lengths)
-            events = self._events(enc, ids, lengths, raw_events)
             for row, i in enumerate(batch):
-                results.append(
-                    PromptResult(
-                        prompt=recipe.prompts[i].text,
-                        baseline=base_texts[row],
-                        steered=steered_texts[row],
-                        events=events[row],
-                    )
+                result = PromptResult(
+                    prompt=recipe.prompts[i].text,
+                    baseline=base_texts[row],
+                    steered=steered_texts[row],
                 )
+                if monitor is not None:
+                    result.events = monitor.events[row]
+                    result.actions = monitor.actions[row]
+                    result.trace = monitor.trace(row, ids, lengths[row])
+                results.append(result)
         if timing["steered_s"] > 0:
             timing["steered_tok_per_s"] = timing["new_tokens"] / timing["steered_s"]
         run_results = RunResults(results=results, timing=timing)
@@ -194,37 +221,6 @@ class Steerer:
             lengths.append(length)
             texts.append(self.model.tokenizer.decode(row[:length], skip_special_tokens=True))
         return texts, lengths
-
-    def _events(self, enc, ids, lengths, raw: list[RawEvent]) -> list[list[dict[str, Any]]]:
-        """Give each event its prompt-relative token index and token text."""
-        tok = self.model.tokenizer
-        n_prompt = enc["input_ids"].shape[1]
-        pads = (enc["attention_mask"] == 0).sum(dim=1).tolist()
-        per_row: list[list[dict[str, Any]]] = [[] for _ in lengths]
-        for ev in raw:
-            if ev.step == 0:
-                phase, index, token_id = (
-                    "prompt",
-                    ev.position - pads[ev.row],
-                    ids[ev.row, ev.position],
-                )
-            else:
-                phase, index = "generated", ev.step - 1
-                if index >= lengths[ev.row]:
-                    continue  # the row had already ended; what follows is padding
-                token_id = ids[ev.row, n_prompt + index]
-            per_row[ev.row].append(
-                {
-                    "monitor": ev.label,
-                    "plugin": ev.monitor,
-                    "phase": phase,
-                    "token_index": index,
-                    "token": tok.decode([int(token_id)]),
-                    "feature": ev.feature,
-                    "activation": round(ev.activation, 4),
-                }
-            )
-        return per_row
 
 
 def _eos_ids(model: LoadedModel) -> set[int]:
@@ -277,14 +273,22 @@ def generate_steered(
     recipe: Recipe,
     *,
     on_step: StepCallback | None = None,
-) -> tuple[torch.Tensor, list[RawEvent]]:
+    monitor: LiveMonitor | None = None,
+) -> torch.Tensor:
     """One nnsight ``generate`` over the batch with every site's edits on every step.
 
-    Returns the output ids [batch, prompt + new] and the raw monitor events.
+    Sites with monitors need a ``monitor``: it receives their readings, reports events after
+    each step and stops prompts. Returns the output ids [batch, prompt + new].
     """
     lm = model.lm
     valid = enc["attention_mask"].bool()
-    events: list[RawEvent] = []
+    watching = any(site.watches for site in sites)
+    if watching and monitor is None:
+        raise ValueError("sites with monitors need a LiveMonitor")
+    readings = monitor.readings if monitor is not None else Readings()
+    kwargs = generation_kwargs(recipe, model)
+    if monitor is not None:
+        kwargs["logits_processor"] = LogitsProcessorList([monitor])
     by_layer: dict[int, list[Site]] = {}
     for site in sites:
         by_layer.setdefault(site.layer, []).append(site)
@@ -297,32 +301,31 @@ def generate_steered(
         warnings.filterwarnings("ignore", message=".*was never reached")
         # Nested, not combined: nnsight re-reads the traced `with` block from source.
         with torch.inference_mode():  # noqa: SIM117
-            with lm.generate(**generation_kwargs(recipe, model)) as tracer:
+            with lm.generate(**kwargs) as tracer:
                 with tracer.invoke(enc):
                     if layers or on_step is not None:
                         for step in tracer.all():
-                            _step(layers, step, valid, events)
+                            _step(layers, step, valid, readings)
                             if on_step is not None:
                                 on_step(step)
                 with tracer.invoke():
                     ids = tracer.result.save()
-    return ids, events
+    return ids
 
 
-def _step(layers, step: int, valid: torch.Tensor, events: list[RawEvent]) -> None:
+def _step(layers, step: int, valid: torch.Tensor, readings: Readings) -> None:
     """Edit every site on one generation step. Called from inside the nnsight trace."""
     for _layer, envoy, sites in layers:
         if not any(site.busy_at(step) for site in sites):
             continue
         hidden = original = envoy.output
         for site in sites:
-            hidden, found = edit_site(site, hidden, step, valid if step == 0 else None)
-            events.extend(found)
+            hidden = edit_site(site, hidden, step, valid if step == 0 else None, readings)
         if hidden is not original:
             envoy.output = hidden
 
 
 def run_recipe(recipe: Recipe, **kwargs: Any) -> RunResults:
     """Load what a recipe needs and run it once: the one-call form of :class:`Steerer`."""
-    run_kwargs = {k: kwargs.pop(k) for k in ("baseline", "on_step") if k in kwargs}
+    run_kwargs = {k: kwargs.pop(k) for k in ("baseline", "on_step", "on_event") if k in kwargs}
     return Steerer(recipe, **kwargs).run(**run_kwargs)

@@ -89,3 +89,25 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_writable(target: str | os.PathLike, *, what: str = "file") -> None:
+    """Raise a one-line :class:`SteerError` now if ``target`` could not be written later.
+
+    Used before long work, so that a bad output path fails in milliseconds rather than after
+    the work: ``target`` must not be a folder, and its folder must exist (a typo should fail,
+    not create a stray folder tree) and be writable.
+    """
+    from steer.errors import SteerError
+
+    target = Path(target)
+    if target.is_dir():
+        raise SteerError(f"cannot write the {what} here: it is a folder", where=str(target))
+    parent = target.parent
+    if not parent.is_dir():
+        state = "is not a folder" if parent.exists() else "does not exist"
+        raise SteerError(f"cannot write the {what}: {parent} {state}", where=str(target))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SteerError(
+            f"cannot write the {what}: no permission to write in {parent}", where=str(target)
+        )

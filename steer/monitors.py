@@ -31,11 +31,16 @@ class MonitorType:
             excluded by the engine), ``spec`` is the recipe's :class:`steer.recipe.MonitorSpec`.
             Returns a boolean mask of the same shape; each True is reported as an event.
         description: one line for ``steer plugins``.
+        monotone: ``observe`` never loses a hit when activations grow (true of a threshold
+            test). The engine may then screen with a cheap upper bound of the activations
+            (:meth:`steer.sae.base.SAE.encode_features_bound`) and encode exactly only where
+            the bound already fires; otherwise it encodes every position exactly.
     """
 
     name: str
     observe: ObserveFn
     description: str = ""
+    monotone: bool = False
 
 
 def _validate(obj: object) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from steer.interventions import ApplyFn, resolve_intervention
 from steer.monitors import MonitorType, resolve_monitor
-from steer.recipe import MonitorSpec, Recipe
+from steer.recipe import MonitorSpec, Recipe, ResponseSpec
 from steer.sae.base import SAE
 
 
@@ -41,14 +41,33 @@ class Operation:
 
 
 @dataclass
+class Response:
+    """A monitor's conditional intervention: ``apply`` to ``features`` of a prompt from the
+    token where the monitor first fired on it."""
+
+    name: str
+    apply: ApplyFn
+    value: float | None
+    features: torch.Tensor  # SAE feature indices
+    decoder: torch.Tensor  # their W_dec rows, in the model's dtype
+
+
+@dataclass
 class Watch:
-    """One monitor at one site (monitors watch every prompt)."""
+    """One monitor (a named group of features) at one site; monitors watch every prompt.
+
+    ``fired`` is this batch's state: batch row -> ``(step, position)`` where the group first
+    fired on that row, which is where its action starts.
+    """
 
     monitor: MonitorType
     spec: MonitorSpec
     label: str
     features: torch.Tensor  # SAE feature indices
     positions: str
+    action: str = "log"  # log, warn, stop, or the name of the response's intervention
+    response: Response | None = None
+    fired: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -118,15 +137,18 @@ def build_sites(
                 positions=step.positions,
             )
         )
-    for i, spec in enumerate(recipe.monitors):
+    for i, (spec, label) in enumerate(zip(recipe.monitors, recipe.group_names(), strict=True)):
         kind = resolve_monitor(pm, spec.plugin, where=f"monitors[{i}]")
-        sites[spec.sae].watches.append(
+        site = sites[spec.sae]
+        site.watches.append(
             Watch(
                 monitor=kind,
                 spec=spec,
-                label=spec.name or f"monitors[{i}]",
+                label=label,
                 features=torch.tensor(spec.features, dtype=torch.long, device=device),
                 positions=spec.positions,
+                action=spec.action_name,
+                response=_response(spec, site.sae, pm, where=f"monitors[{i}].action", dtype=dtype),
             )
         )
     for site in sites.values():
@@ -137,3 +159,24 @@ def build_sites(
             )
     busy = [s for s in sites.values() if s.operations or s.watches]
     return sorted(busy, key=lambda s: s.layer)
+
+
+def _response(
+    spec: MonitorSpec, sae: SAE, pm, *, where: str, dtype: torch.dtype
+) -> Response | None:
+    action = spec.action
+    if not isinstance(action, ResponseSpec):
+        return None
+    kind = resolve_intervention(pm, action.plugin, where=where)
+    features = torch.tensor(
+        action.features if action.features is not None else spec.features,
+        dtype=torch.long,
+        device=sae.device,
+    )
+    return Response(
+        name=action.plugin,
+        apply=kind.apply,
+        value=action.value,
+        features=features,
+        decoder=sae.decoder_rows(features).detach().to(dtype=dtype),
+    )

@@ -105,15 +105,56 @@ class InterventionSpec(StrictModel):
     positions: Positions = "all"
 
 
+MONITOR_ACTIONS = ("log", "warn", "stop")
+
+
+class ResponseSpec(StrictModel):
+    """A conditional intervention: once a monitor fires on a prompt, apply this intervention
+    to that prompt from the firing token on (the firing token included)."""
+
+    plugin: str = Field(min_length=1, description="Intervention name: ablate, clamp, scale, ...")
+    features: list[FeatureRef] | None = Field(
+        None, min_length=1, description="Features to edit; default: the monitor's own."
+    )
+    value: float | None = Field(None, description="Parameter of the intervention, if it takes one.")
+
+
 class MonitorSpec(StrictModel):
-    """Watch SAE features during generation and report events."""
+    """Watch a group of SAE features during generation, report events, and act on them.
+
+    ``action`` is what happens on a prompt the first time the group fires there: ``log``
+    (record the events), ``warn`` (also warn on the terminal as it happens), ``stop`` (end
+    that prompt's generation at the firing token; the rest of the batch goes on), or a
+    mapping ``{plugin: ablate}`` -- an intervention from the firing token on.
+    """
 
     plugin: str = "threshold"
     sae: str = Field(min_length=1)
     features: list[FeatureRef] = Field(min_length=1)
     threshold: float = 0.0
-    name: str | None = None
+    name: str | None = Field(None, min_length=1, description="The group's name in events.")
     positions: Positions = "all"
+    action: Literal["log", "warn", "stop"] | ResponseSpec = "log"
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _known_action(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in MONITOR_ACTIONS:
+            raise ValueError(
+                f"unknown action {value!r} (known: {', '.join(MONITOR_ACTIONS)}, or a mapping "
+                "{plugin: NAME} for an intervention from the firing token on)"
+            )
+        if not isinstance(value, str | dict | ResponseSpec):
+            raise ValueError(
+                f"an action is one of {', '.join(MONITOR_ACTIONS)} or a mapping "
+                f"{{plugin: NAME}}, got {value!r}"
+            )
+        return value
+
+    @property
+    def action_name(self) -> str:
+        """``log``, ``warn``, ``stop``, or the plugin name of a conditional intervention."""
+        return self.action if isinstance(self.action, str) else self.action.plugin
 
 
 class PromptSpec(StrictModel):
@@ -148,7 +189,15 @@ class Recipe(StrictModel):
             if step.sae not in ids:
                 known = ", ".join(repr(x) for x in ids) or "none"
                 raise located(f"{where}.sae", f"unknown SAE {step.sae!r} (known: {known})")
+        names = self.group_names()
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                raise located(f"monitors[{i}].name", f"two monitors are named {name!r}")
         return self
+
+    def group_names(self) -> list[str]:
+        """What events call each monitor: its ``name``, else ``monitors[i]``."""
+        return [m.name or f"monitors[{i}]" for i, m in enumerate(self.monitors)]
 
     def steps(self) -> list[tuple[str, InterventionSpec | MonitorSpec]]:
         """Every intervention and monitor with its field path, for validation messages."""

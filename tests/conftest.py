@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +36,28 @@ def smollm():
     from steer.model import load_model
 
     return load_model(device="cpu")
+
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+NO_BROWSER = "needs Debian's chromium and chromium-driver (make browser installs them)"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian chromium driven by selenium through the system chromedriver (nothing is
+    downloaded); its console log is what the browser tests check. Skips without them."""
+    if CHROMIUM is None or not CHROMEDRIVER.is_file():
+        pytest.skip(NO_BROWSER)
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()

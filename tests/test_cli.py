@@ -139,7 +139,14 @@ def test_json_output_shape(tmp_path, capsys, monkeypatch, tiny_model):
     assert code == 0
     payload = json.loads(out)
     assert set(payload) == {"results", "timing"}
-    assert set(payload["results"][0]) == {"prompt", "baseline", "steered", "events"}
+    assert set(payload["results"][0]) == {
+        "prompt",
+        "baseline",
+        "steered",
+        "events",
+        "actions",
+        "trace",
+    }
 
 
 def _label(sae_path, **names):

@@ -8,39 +8,13 @@ it also gives the browser's console log directly, which is what this test checks
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
+from browser_log import severe
 from test_features_index import D_SAE, build_small_index
 
 from steer.features.dashboard import shown_token, write_dashboard
 from steer.features.labels import Label
 from steer.features.store import FeatureIndex
-
-CHROMIUM = shutil.which("chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None or not CHROMEDRIVER.is_file(),
-    reason="needs Debian's chromium and chromium-driver (make browser installs them)",
-)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +27,6 @@ def site(tmp_path_factory, tiny_model):
     write_dashboard(index, labels, tmp / "site", progress=False)
     yield tmp / "site", index, alive, labels[alive]
     index.close()
-
-
-def severe(driver) -> list[dict]:
-    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
 def test_index_page_loads_lists_filters_and_sorts(browser, site):

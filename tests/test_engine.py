@@ -179,7 +179,14 @@ def test_timing_and_json_shape(tiny_model, pm):
     results = steer(tiny_model, pm)
     data = results.to_dict()
     assert set(data) == {"results", "timing"}
-    assert set(data["results"][0]) == {"prompt", "baseline", "steered", "events"}
+    assert set(data["results"][0]) == {
+        "prompt",
+        "baseline",
+        "steered",
+        "events",
+        "actions",
+        "trace",
+    }
     assert data["timing"]["new_tokens"] > 0
     assert data["timing"]["steered_s"] > 0
 
@@ -188,7 +195,7 @@ def test_edit_writes_back_only_the_change_through_the_decoder(tiny_model):
     """The write-back is x + (f_new - f_old) @ W_dec: the SAE's error term is kept."""
     from steer_plugins.clamp import clamp
 
-    from steer.edit import edit_site
+    from steer.edit import Readings, edit_site
     from steer.plan import Operation, Site
 
     sae = make_sae(d_in=tiny_model.d_model, d_sae=96, layer=2, seed=4)
@@ -198,7 +205,7 @@ def test_edit_writes_back_only_the_change_through_the_decoder(tiny_model):
     )
     site.operations.append(Operation("clamp", clamp, 3.0, torch.tensor([0, 1]), None, "all"))
     x = torch.randn(2, 4, tiny_model.d_model) * 3
-    new, _ = edit_site(site, x, step=1, valid=None)
+    new = edit_site(site, x, step=1, valid=None, readings=Readings())
     with torch.no_grad():
         f = sae.encode(x)
         expected = x + (3.0 - f[..., feats]) @ sae.W_dec[feats]

@@ -53,10 +53,7 @@ def watched_groups(recipe: Any, pm: Any) -> list[WatchedGroup]:
     if not resolved.monitors:
         raise SteerError("the recipe has no monitors to score with", where="monitors")
     groups: list[WatchedGroup] = []
-    for i, spec in enumerate(resolved.monitors):
-        name = spec.name or f"monitors[{i}]"
-        if any(g.name == name for g in groups):
-            raise SteerError(f"two monitors are named {name!r}", where=f"monitors[{i}].name")
+    for name, spec in zip(resolved.group_names(), resolved.monitors, strict=True):
         groups.append(
             WatchedGroup(
                 name=name,

@@ -200,13 +200,42 @@ class SAE(torch.nn.Module):
         idx = torch.as_tensor(idx, dtype=torch.long, device=self.W_enc.device)
         if not self.columnwise:
             return self.encode(x)[..., idx]
+        return self.activation_columns(self.pre_acts_columns(x, idx), idx)
+
+    def encode_features_bound(
+        self, x: torch.Tensor, idx: torch.Tensor
+    ) -> tuple[torch.Tensor, bool]:
+        """A cheap read of features ``idx``: ``(values [..., len(idx)], exact)``.
+
+        Columnwise architectures give the exact activations from their own encoder columns.
+        Architectures with an :meth:`activation_bound_columns` (topk) give, from the same
+        columns, an upper bound that equals the activation wherever the feature is on, and
+        ``exact=False``: a threshold test on the bound never misses a hit, and only the
+        positions that pass need the full encode (this is how monitors stay cheap). Others
+        run the full encode.
+        """
+        idx = torch.as_tensor(idx, dtype=torch.long, device=self.W_enc.device)
+        if self.columnwise:
+            return self.activation_columns(self.pre_acts_columns(x, idx), idx), True
+        bound = self.activation_bound_columns(self.pre_acts_columns(x, idx), idx)
+        if bound is None:
+            return self.encode(x)[..., idx], True
+        return bound, False
+
+    def activation_bound_columns(self, pre: torch.Tensor, idx: torch.Tensor) -> torch.Tensor | None:
+        """For architectures that are not columnwise: an upper bound on the activations of
+        features ``idx`` from their own pre-activations, equal to the activation wherever the
+        feature is on; ``None`` (the default) where there is no such bound."""
+        return None
+
+    def pre_acts_columns(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Encoder pre-activations ``[..., len(idx)]`` of just the features ``idx``."""
         w = self.W_enc[:, idx]
         m = w.shape[1]
         width = min(_MIN_GEMM_WIDTH, self.cfg.d_sae)
         if m < width:
             w = torch.cat([w, w.new_zeros(w.shape[0], width - m)], dim=1)
-        pre = (self._sae_in(x) @ w)[..., :m] + self.b_enc[idx]
-        return self.activation_columns(pre, idx)
+        return (self._sae_in(x) @ w)[..., :m] + self.b_enc[idx]
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         """Reconstruction ``[..., d_in]`` of feature activations ``f`` ``[..., d_sae]``."""

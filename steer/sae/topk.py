@@ -12,7 +12,9 @@ class TopKSAE(SAE):
 
     As in SAELens: take the top k pre-activations, ReLU them, zero every other feature.
     Not columnwise: whether a feature is on depends on all the others, so
-    :meth:`encode_features` runs the full encode.
+    :meth:`encode_features` runs the full encode. A feature's ReLU'd pre-activation is an
+    upper bound on its activation (equal when it is in the top k), which monitors use to
+    encode only their own columns on most tokens.
     """
 
     architecture = "topk"
@@ -30,3 +32,7 @@ class TopKSAE(SAE):
         """Keep the k largest of ``pre`` (ReLU'd), zero the rest."""
         top = pre.topk(self.cfg.k, dim=-1, sorted=False)
         return torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))
+
+    def activation_bound_columns(self, pre: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """ReLU of the features' own pre-activations: the activation if in the top k, else 0."""
+        return torch.relu(pre)
