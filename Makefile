@@ -46,6 +46,7 @@ lint: setup
 
 bench: setup
 	$(PY) bench/generation.py
+	$(PY) bench/monitor_cost.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -197,3 +197,28 @@ def test_the_event_log_survives_a_kill_mid_run(tmp_path, tiny_model, sae_path):
     assert records[0]["type"] == "run"
     assert {r["type"] for r in records[1:]} == {"event"}
     assert len(records) > 500
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_log(
+    tmp_path, sae_path, capsys, tiny, monkeypatch
+):
+    import steer.monitoring.eventlog as eventlog
+
+    events = tmp_path / "events.jsonl"
+    real_write, lines = os.write, []
+
+    def write(fd, data):
+        if data.startswith(b'{"type"'):  # a line of the event log, not other output
+            if len(lines) == 5:
+                raise OSError(28, "No space left on device")
+            lines.append(data)
+        return real_write(fd, data)
+
+    monkeypatch.setattr(eventlog.os, "write", write)
+    recipe = write_recipe(tmp_path, sae_path, [ALWAYS])
+    code, _, err = call(["run", str(recipe), "--events", str(events)], capsys)
+    assert_one_line_error(code, err, str(events), "No space left on device")
+    assert [json.loads(line)["type"] for line in events.read_text().splitlines()] == [
+        "run",
+        *["event"] * 4,
+    ]

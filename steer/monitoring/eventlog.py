@@ -48,9 +48,14 @@ class EventLog:
         if self._fd is None:
             raise ValueError("the event log is closed")
         data = (json.dumps({**record, "run": self.run_id}, ensure_ascii=False) + "\n").encode()
-        while data:  # a regular file takes it in one write; loop for the pathological case
-            written = os.write(self._fd, data)
-            data = data[written:]
+        try:
+            while data:  # a regular file takes it in one write; loop for the pathological case
+                written = os.write(self._fd, data)
+                data = data[written:]
+        except OSError as exc:  # e.g. a full disk: stop the run, keep every line written so far
+            raise SteerError(
+                f"cannot write the event log: {exc.strerror}", where=str(self.path)
+            ) from None
 
     def started(self, recipe: Any, *, source: str | None = None) -> None:
         """The run's first line: when, which recipe and model, and what each group watches."""
