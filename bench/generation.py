@@ -17,6 +17,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -62,6 +63,20 @@ def default_sae(tmp: Path, d_model: int) -> Path:
     return tmp / "random-sae"
 
 
+def time_interleaved(variants: dict[str, Callable[[], object]], reps: int) -> dict[str, float]:
+    """Median seconds of each variant over ``reps`` runs, after one warm-up run each. Runs are
+    interleaved (a, b, c, a, b, c, ...), so a drift in machine speed hits every variant alike."""
+    for fn in variants.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=40)
@@ -101,19 +116,11 @@ def main() -> None:
             "steer-none": lambda s=none: s.run(baseline=False),
             "steer-clamp": lambda s=clamp: s.run(baseline=False),
         }
-        for fn in variants.values():  # warm-up
-            fn()
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(args.reps):  # interleaved, so drift hits every variant alike
-            for name, fn in variants.items():
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-        plain = statistics.median(times["plain"])
-        for name, ts in times.items():
-            med = statistics.median(ts)
+        medians = time_interleaved(variants, args.reps)
+        for name, med in medians.items():
             print(
-                f"{batch:>5} {name:<12} {med:>9.3f} {batch * args.tokens / med:>8.1f} {med / plain:>6.3f}"
+                f"{batch:>5} {name:<12} {med:>9.3f} {batch * args.tokens / med:>8.1f} "
+                f"{med / medians['plain']:>6.3f}"
             )
 
 

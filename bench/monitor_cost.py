@@ -17,13 +17,11 @@ target for monitor-32 is <= 1.05 on CPU). Run alone on the machine.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from generation import PROMPTS, default_sae
+from generation import PROMPTS, default_sae, time_interleaved
 
 from steer.engine import Steerer, generate_plain
 from steer.features.labels import load_labels
@@ -91,21 +89,11 @@ def main() -> None:
             "monitor-32": counted("monitor-32", monitor),
             "monitor-full": counted("monitor-full", full),
         }
-        for fn in variants.values():  # warm-up
-            fn()
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(args.reps):  # interleaved, so drift hits every variant alike
-            for name, fn in variants.items():
-                t0 = time.perf_counter()
-                fn()
-                times[name].append(time.perf_counter() - t0)
-        plain = statistics.median(times["plain"])
-        for name, ts in times.items():
-            med = statistics.median(ts)
-            n_events = events.get(name, "")
+        medians = time_interleaved(variants, args.reps)
+        for name, med in medians.items():
             print(
                 f"{batch:>5} {name:<13} {med:>9.3f} {batch * args.tokens / med:>8.1f} "
-                f"{n_events!s:>7} {med / plain:>6.3f}"
+                f"{events.get(name, '')!s:>7} {med / medians['plain']:>6.3f}"
             )
 
 

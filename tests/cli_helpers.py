@@ -6,6 +6,9 @@ import pytest
 
 from steer.cli import main
 
+# The keys of each entry of `steer run --json`'s "results" (and RunResults.to_dict()).
+RESULT_KEYS = {"prompt", "baseline", "steered", "events", "actions", "trace"}
+
 
 def call(argv, capsys) -> tuple[int, str, str]:
     """``(exit code, stdout, stderr)`` of ``steer *argv``."""

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import yaml
-from cli_helpers import assert_one_line_error, call
+from cli_helpers import RESULT_KEYS, assert_one_line_error, call
 from sae_factory import make_sae
 
 from steer.cli import main
@@ -139,14 +139,7 @@ def test_json_output_shape(tmp_path, capsys, monkeypatch, tiny_model):
     assert code == 0
     payload = json.loads(out)
     assert set(payload) == {"results", "timing"}
-    assert set(payload["results"][0]) == {
-        "prompt",
-        "baseline",
-        "steered",
-        "events",
-        "actions",
-        "trace",
-    }
+    assert set(payload["results"][0]) == RESULT_KEYS
 
 
 def _label(sae_path, **names):

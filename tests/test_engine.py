@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from cli_helpers import RESULT_KEYS
 from handmade import orthonormal_sae
 from sae_factory import make_sae
 
@@ -179,14 +180,7 @@ def test_timing_and_json_shape(tiny_model, pm):
     results = steer(tiny_model, pm)
     data = results.to_dict()
     assert set(data) == {"results", "timing"}
-    assert set(data["results"][0]) == {
-        "prompt",
-        "baseline",
-        "steered",
-        "events",
-        "actions",
-        "trace",
-    }
+    assert set(data["results"][0]) == RESULT_KEYS
     assert data["timing"]["new_tokens"] > 0
     assert data["timing"]["steered_s"] > 0
 

@@ -15,10 +15,11 @@ import math
 
 import pytest
 import torch
+from handmade import blank_standard_sae
 
 from steer.engine import Steerer, generate_plain
 from steer.recipe import parse_recipe
-from steer.sae import SAEConfig, get_architectures, save_sae
+from steer.sae import save_sae
 
 LAYER = 1
 PROMPTS = ["The cat sat on the mat", "Paris is"]
@@ -43,16 +44,7 @@ def _detector_sae(target: torch.Tensor, others: torch.Tensor, readback: torch.Te
     direction = target / target.norm()
     on, off = float(target @ direction), float((others @ direction).max())
     assert on - off > 0.2, "the chosen token's residual is not separable from the others"
-    cfg = SAEConfig(
-        architecture="standard",
-        d_in=d_in,
-        d_sae=2,
-        apply_b_dec_to_input=False,
-        hf_hook_name=f"model.layers.{LAYER}",
-        hook_name=f"blocks.{LAYER}.hook_resid_post",
-        model_name="tiny-llama",
-    )
-    sae = get_architectures()["standard"](cfg)
+    sae = blank_standard_sae(d_in=d_in, d_sae=2, layer=LAYER)
     with torch.no_grad():
         sae.W_enc[:, 0] = direction
         sae.b_enc[0] = -(on + off) / 2
@@ -246,7 +238,8 @@ def test_a_topk_monitor_reads_exact_activations_and_full_encodes_only_flagged_to
     full_encode = sae.encode
     sae.encode = lambda h: (encoded_rows.append(h.shape[0]), full_encode(h))[1]
     readings = Readings()
-    edit_site(Site("s", sae, 1, watches=[watch]), x, 1, None, readings)
+    with torch.no_grad():  # as in the engine (inference mode)
+        edit_site(Site("s", sae, 1, watches=[watch]), x, 1, None, readings)
     got = {(e.row, e.position, e.feature, round(e.activation, 4)) for e in readings.events}
     want = {
         (r, p, int(idx[c]), round(float(exact[r, p, c]), 4))
