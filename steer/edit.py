@@ -103,7 +103,7 @@ def _read_watch(site, watch, hidden, step, valid, readings: Readings) -> torch.T
                 position=pos,
                 feature=int(watch.features[col]),
                 activation=float(values[row, pos, col]),
-                action=watch.action,
+                action=watch.spec.action_name,
                 first=first,
             )
         )
@@ -113,18 +113,22 @@ def _read_watch(site, watch, hidden, step, valid, readings: Readings) -> torch.T
 
 
 def _respond(site, watch, hidden, step, valid) -> torch.Tensor:
-    """Apply the watch's response to every row it fired on, from the firing token on."""
+    """Apply the watch's response to every row it fired on, from the firing token on. Only
+    those rows are encoded (for a TopK SAE that is the full encode, so it matters)."""
     response = watch.response
-    mask = torch.zeros(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
-    for row, (fired_step, pos) in watch.fired.items():
-        mask[row, pos if fired_step == step else 0 :] = True
+    rows = sorted(watch.fired)
+    mask = torch.zeros(len(rows), hidden.shape[1], dtype=torch.bool, device=hidden.device)
+    for i, row in enumerate(rows):
+        fired_step, pos = watch.fired[row]
+        mask[i, pos if fired_step == step else 0 :] = True
+    index = torch.tensor(rows, dtype=torch.long, device=hidden.device)
     if valid is not None:
-        mask &= valid
-    before = site.sae.encode_features(hidden, response.features)
+        mask &= valid[index]
+    before = site.sae.encode_features(hidden[index], response.features)
     flat = before.reshape(-1, before.shape[-1])
     after = _checked(response.name, response.apply(flat, response.value), flat)
     change = (after.reshape(before.shape) - before) * mask.unsqueeze(-1)
-    return hidden + change.to(hidden.dtype) @ response.decoder
+    return hidden.index_add(0, index, change.to(hidden.dtype) @ response.decoder)
 
 
 def _checked(name: str, edited, flat: torch.Tensor) -> torch.Tensor:

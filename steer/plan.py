@@ -65,7 +65,6 @@ class Watch:
     label: str
     features: torch.Tensor  # SAE feature indices
     positions: str
-    action: str = "log"  # log, warn, stop, or the name of the response's intervention
     response: Response | None = None
     fired: dict[int, tuple[int, int]] = field(default_factory=dict)
 
@@ -147,7 +146,6 @@ def build_sites(
                 label=label,
                 features=torch.tensor(spec.features, dtype=torch.long, device=device),
                 positions=spec.positions,
-                action=spec.action_name,
                 response=_response(spec, site.sae, pm, where=f"monitors[{i}].action", dtype=dtype),
             )
         )

@@ -30,6 +30,17 @@ def tiny_model():
     return tiny_loaded_model()
 
 
+@pytest.fixture
+def tiny_everywhere(monkeypatch, tmp_path, tiny_model):
+    """The tiny model wherever steer loads a model by name (training, the CLI: they import
+    ``load_model`` when they run), with the model cache in a temporary folder."""
+    import steer.model
+
+    monkeypatch.setenv("STEER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(steer.model, "load_model", lambda *a, **k: tiny_model)
+    return tiny_model
+
+
 @pytest.fixture(scope="session")
 def smollm():
     """The real bundled SmolLM2-135M-Instruct, loaded once for all integration tests."""

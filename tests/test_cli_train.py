@@ -40,16 +40,6 @@ def plain_text(tmp_path):
     return path
 
 
-@pytest.fixture
-def tiny_everywhere(monkeypatch, tmp_path, tiny_model):
-    import steer.model
-
-    monkeypatch.setenv("STEER_CACHE", str(tmp_path / "cache"))
-    # steer.train and the CLI import load_model when they run, so this reaches both.
-    monkeypatch.setattr(steer.model, "load_model", lambda *a, **k: tiny_model)
-    return tiny_model
-
-
 def test_train_then_eval_from_the_cli(tiny_everywhere, plain_text, tmp_path, capsys):
     out = tmp_path / "my-sae"
     args = ["train", "--data", str(plain_text), "--out", str(out), "--layer", "2", "--d-sae", "64"]

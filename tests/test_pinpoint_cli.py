@@ -24,15 +24,6 @@ PROMPTS = ["The cat sat on the", "A dog ran in the", "The dog sat on"]
 
 
 @pytest.fixture
-def tiny_everywhere(monkeypatch, tiny_model):
-    import steer.model
-
-    # The CLI imports load_model when it runs, so this reaches it.
-    monkeypatch.setattr(steer.model, "load_model", lambda *a, **k: tiny_model)
-    return tiny_model
-
-
-@pytest.fixture
 def sae_path(tmp_path):
     path = tmp_path / "sae"
     save_sae(make_sae(d_in=64, d_sae=48, layer=1, seed=0), path)

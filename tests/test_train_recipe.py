@@ -40,15 +40,6 @@ def plain_text(tmp_path):
     return path
 
 
-@pytest.fixture
-def tiny_everywhere(monkeypatch, tmp_path, tiny_model):
-    import steer.model
-
-    monkeypatch.setenv("STEER_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(steer.model, "load_model", lambda *a, **k: tiny_model)
-    return tiny_model
-
-
 def _write(tmp_path: Path, data, name: str = "train.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)

@@ -69,18 +69,11 @@ def pooled_activations(
 ) -> torch.Tensor:
     """``[len(texts), d_sae]``: each text's maximum activation of every feature over its kept
     positions (zero for a text with none)."""
-    from tqdm.auto import tqdm
+    from steer.features.encode import pool_texts
 
-    from steer.features.encode import encode_texts
-
-    out = torch.zeros(len(texts), int(sae.cfg.d_sae))
-    bar = tqdm(total=len(texts), desc=desc, unit="text", disable=not progress, leave=False)
-    with bar:
-        for enc in encode_texts(model, sae, texts, ctx_len=ctx_len, batch=batch):
-            if enc.keep.any():
-                out[enc.index] = enc.acts[enc.keep].max(dim=0).values
-            bar.update(1)
-    return out
+    return pool_texts(
+        model, sae, texts, ctx_len=ctx_len, batch=batch, progress=progress, desc=desc
+    )["max"]
 
 
 def auroc(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:

@@ -128,3 +128,40 @@ def encode_texts(
                 acts=acts[row, :n],
                 keep=keep[row, :n],
             )
+
+
+def pool_texts(
+    model: Any,
+    sae: Any,
+    texts: Sequence[str],
+    *,
+    pools: Sequence[str] = ("max",),
+    encoder: BatchEncoder | None = None,
+    ctx_len: int = 128,
+    batch: int = 8,
+    progress: bool = True,
+    desc: str = "encoding",
+) -> dict[str, torch.Tensor]:
+    """Each text's encoding pooled over its kept positions, ``{pool: [len(texts), width]}``
+    for each of ``pools`` (``"max"``, ``"mean"``); zeros for a text with no kept position.
+
+    The encoding is the SAE's features (``[..., d_sae]``), or whatever ``encoder`` gives.
+    """
+    from tqdm.auto import tqdm
+
+    unknown = set(pools) - {"max", "mean"}
+    if unknown:
+        raise ValueError(f"unknown pooling {sorted(unknown)} (known: max, mean)")
+    encoder = encoder or BatchEncoder(model, sae)
+    out = {pool: torch.zeros(len(texts), encoder.width) for pool in pools}
+    bar = tqdm(total=len(texts), desc=desc, unit="text", disable=not progress, leave=False)
+    with bar:
+        for enc in encode_texts(model, sae, texts, ctx_len=ctx_len, batch=batch, encoder=encoder):
+            if enc.keep.any():
+                kept = enc.acts[enc.keep]
+                if "max" in out:
+                    out["max"][enc.index] = kept.max(dim=0).values
+                if "mean" in out:
+                    out["mean"][enc.index] = kept.mean(dim=0)
+            bar.update(1)
+    return out

@@ -51,7 +51,6 @@ class LiveMonitor(LogitsProcessor):
         self.readings = Readings()
         self.step = 0
         self.ended: set[int] = set()  # rows whose completion is over (EOS read back)
-        self.stopped: set[int] = set()
         self.events: list[list[dict[str, Any]]] = [[] for _ in prompt_indices]
         self.actions: list[list[dict[str, Any]]] = [[] for _ in prompt_indices]
 
@@ -82,7 +81,6 @@ class LiveMonitor(LogitsProcessor):
                 self._act(raw, event, stops)
             if self.on_event is not None:
                 self.on_event(event)
-        self.stopped |= stops
         return stops
 
     def _event(self, raw: RawEvent, input_ids: torch.Tensor) -> dict[str, Any]:

@@ -62,24 +62,21 @@ def pooled_residuals(
 ) -> dict[str, torch.Tensor]:
     """``{"mean": [n, d_model], "max": [n, d_model]}``: each text's residual stream after block
     ``layer`` pooled over its kept positions (zeros for a text with none)."""
-    from tqdm.auto import tqdm
-
-    from steer.features.encode import encode_texts
+    from steer.features.encode import pool_texts
 
     if not 0 <= layer < int(model.n_layers):
         raise SteerError(f"layer {layer} is out of range (the model has {model.n_layers})")
-    d = int(model.d_model)
-    out = {"mean": torch.zeros(len(texts), d), "max": torch.zeros(len(texts), d)}
-    encoder = ResidualEncoder(model, layer)
-    bar = tqdm(total=len(texts), desc=desc, unit="text", disable=not progress, leave=False)
-    with bar:
-        for enc in encode_texts(model, None, texts, ctx_len=ctx_len, batch=batch, encoder=encoder):
-            if enc.keep.any():
-                kept = enc.acts[enc.keep]
-                out["mean"][enc.index] = kept.mean(dim=0)
-                out["max"][enc.index] = kept.max(dim=0).values
-            bar.update(1)
-    return out
+    return pool_texts(
+        model,
+        None,
+        texts,
+        pools=("mean", "max"),
+        encoder=ResidualEncoder(model, layer),
+        ctx_len=ctx_len,
+        batch=batch,
+        progress=progress,
+        desc=desc,
+    )
 
 
 @dataclass
