@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from steer.activations import build_windows, iter_activations
+from steer.corpus.windows import build_windows
 from steer.model import load_model
+from steer.training.activations import iter_activations
 
 TEXT = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "wikipedia_wiki_demo.txt"
 

@@ -84,7 +84,8 @@ def write_lines(path: Path, texts: list[str]) -> Path:
 
 
 def run_set(name, pos, neg, lm, sae, labels, args) -> dict:
-    from steer.features.contrast import auroc, contrast, pooled_activations, read_texts
+    from steer.corpus.texts import read_texts
+    from steer.features.contrast import auroc, contrast, pooled_activations
 
     work = Path(args.work) / name
     files = {}
@@ -141,8 +142,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from steer.features.labels import load_labels
-    from steer.features.loading import load_sae_and_model
+    from steer.sae.labels import load_labels
+    from steer.sae.loading import load_sae_and_model
 
     folder, sae, lm = load_sae_and_model(args.sae)
     labels = load_labels(folder)

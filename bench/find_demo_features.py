@@ -297,17 +297,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from steer.activations import (
-        OutlierFilter,
-        iter_activations,
-        keep_mask,
-        layer_output,
-        pack_windows,
-        read_documents,
-        special_token_ids,
-    )
-    from steer.features.labels import load_labels
-    from steer.features.loading import load_sae_and_model
+    from steer.corpus.documents import read_documents
+    from steer.corpus.windows import pack_windows
+    from steer.model.positions import OutlierFilter, keep_mask, special_token_ids
+    from steer.model.trace import layer_output
+    from steer.sae.labels import load_labels
+    from steer.sae.loading import load_sae_and_model
+    from steer.training.activations import iter_activations
 
     folder, sae, model = load_sae_and_model(args.sae, device="cpu")
     labels = load_labels(folder)

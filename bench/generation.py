@@ -22,10 +22,11 @@ from pathlib import Path
 
 import torch
 
-from steer.engine import Steerer, generate_plain
 from steer.model import load_model
-from steer.recipe import parse_recipe
 from steer.sae.sources import builtin_saes
+from steer.steering.engine import Steerer
+from steer.steering.generation import generate_plain
+from steer.steering.recipe import parse_recipe
 
 PROMPTS = [
     "What is the capital of France?",

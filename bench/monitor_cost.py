@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 from generation import PROMPTS, default_sae, time_interleaved
 
-from steer.engine import Steerer, generate_plain
-from steer.features.labels import load_labels
 from steer.model import load_model
-from steer.recipe import load_recipe, parse_recipe
+from steer.sae.labels import load_labels
+from steer.steering.engine import Steerer
+from steer.steering.generation import generate_plain
+from steer.steering.recipe import load_recipe, parse_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -368,7 +368,7 @@ TASKS = {
 
 
 def write_recipe(name: str, res: dict) -> Path:
-    from steer.fileio import atomic_write_text
+    from steer.io import atomic_write_text
 
     spec = TASKS[name]
     file = f"monitor-{name}.yaml"
@@ -407,7 +407,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from steer.features.loading import load_sae_and_model
+    from steer.sae.loading import load_sae_and_model
 
     t0 = time.perf_counter()
     folder, sae, lm = load_sae_and_model(args.sae)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from steer.fileio import atomic_write_text
+from steer.io import atomic_write_text
 from steer.pinpoint import Pinpointer, load_pinpoint_recipe
 from steer.pinpoint.ablation import ablated_metrics_per_prompt, clean_metric
 from steer.pinpoint.metric import resolve_metric

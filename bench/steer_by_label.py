@@ -374,9 +374,9 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
 
-    from steer.engine import Steerer
     from steer.model import load_model
-    from steer.recipe import PromptSpec, load_recipe
+    from steer.steering.engine import Steerer
+    from steer.steering.recipe import PromptSpec, load_recipe
 
     t_start = time.perf_counter()
     lm = load_model(device="cpu")

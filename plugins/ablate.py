@@ -1,13 +1,10 @@
 """Built-in intervention ``ablate``: switch features off (set their activation to 0)."""
 
-import torch
-
-from steer.hookspecs import hookimpl
-from steer.interventions import InterventionType
+from steer import InterventionType, hookimpl
 
 
-def ablate(acts: torch.Tensor, value: float | None) -> torch.Tensor:
-    return torch.zeros_like(acts)
+def ablate(acts, value):
+    return acts.new_zeros(acts.shape)
 
 
 @hookimpl

@@ -4,13 +4,10 @@ Unlike ``clamp``, this acts even where a feature is off: the residual stream mov
 ``value * W_dec[feature]`` on every edited token, whatever the feature's activation was.
 """
 
-import torch
-
-from steer.hookspecs import hookimpl
-from steer.interventions import InterventionType
+from steer import InterventionType, hookimpl
 
 
-def add(acts: torch.Tensor, value: float | None) -> torch.Tensor:
+def add(acts, value):
     return acts + value
 
 

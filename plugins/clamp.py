@@ -1,13 +1,10 @@
 """Built-in intervention ``clamp``: pin features to a fixed activation."""
 
-import torch
-
-from steer.hookspecs import hookimpl
-from steer.interventions import InterventionType
+from steer import InterventionType, hookimpl
 
 
-def clamp(acts: torch.Tensor, value: float | None) -> torch.Tensor:
-    return torch.full_like(acts, value)
+def clamp(acts, value):
+    return acts.new_full(acts.shape, value)
 
 
 @hookimpl

@@ -13,18 +13,17 @@ clean value ``a`` to its target ``t`` (0, the mean, or a counterfactual):
 
 from __future__ import annotations
 
-import torch
-
-from steer.hookspecs import hookimpl
-from steer.pinpoint.methods import AttributionContext, AttributionMethod, Gradients
+from steer import hookimpl
 
 
-def attribution_patching(ctx: AttributionContext) -> tuple[torch.Tensor, float | None]:
+def attribution_patching(ctx):
     return ctx.score(ctx.gradients(0.0))
 
 
-def integrated_gradients(ctx: AttributionContext) -> tuple[torch.Tensor, float | None]:
-    total: Gradients | None = None
+def integrated_gradients(ctx):
+    from steer import Gradients  # here, not at the top: loading plugins must not load torch
+
+    total = None
     for k in range(ctx.steps):
         g = ctx.gradients((k + 0.5) / ctx.steps)
         if total is None:
@@ -45,6 +44,8 @@ def integrated_gradients(ctx: AttributionContext) -> tuple[torch.Tensor, float |
 
 @hookimpl
 def steer_register_attribution_methods(register):
+    from steer import AttributionMethod
+
     register(
         AttributionMethod(
             "attribution_patching",

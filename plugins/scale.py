@@ -1,12 +1,9 @@
 """Built-in intervention ``scale``: multiply feature activations (0 ablates, 2 doubles)."""
 
-import torch
-
-from steer.hookspecs import hookimpl
-from steer.interventions import InterventionType
+from steer import InterventionType, hookimpl
 
 
-def scale(acts: torch.Tensor, value: float | None) -> torch.Tensor:
+def scale(acts, value):
     return acts * value
 
 

@@ -1,12 +1,19 @@
 """Built-in monitor ``threshold``: an event whenever a watched feature exceeds a threshold."""
 
-import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-from steer.hookspecs import hookimpl
-from steer.monitors import MonitorType
+from steer import MonitorType, hookimpl
 
 
-def over_threshold(acts: torch.Tensor, spec) -> torch.Tensor:
+class ThresholdSettings(BaseModel):
+    """What a ``threshold`` monitor entry may say beyond the common keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    threshold: float = Field(0.0, description="An event where an activation is above this.")
+
+
+def over_threshold(acts, spec):
     return acts > spec.threshold
 
 
@@ -18,5 +25,6 @@ def steer_register_monitors(register):
             over_threshold,
             "report each token where a feature exceeds `threshold`",
             monotone=True,
+            settings=ThresholdSettings,
         )
     )

@@ -16,23 +16,41 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# Public name -> the module that defines it. Built-in plugins import only these names (a test
+# enforces it), so they are what a third-party plugin may rely on too.
 _EXPORTS = {
-    "Recipe": "steer.recipe",
-    "load_recipe": "steer.recipe",
-    "parse_recipe": "steer.recipe",
-    "Steerer": "steer.engine",
-    "RunResults": "steer.engine",
-    "PromptResult": "steer.engine",
-    "run_recipe": "steer.engine",
+    # steering
+    "Recipe": "steer.steering.recipe",
+    "load_recipe": "steer.steering.recipe",
+    "parse_recipe": "steer.steering.recipe",
+    "Steerer": "steer.steering.engine",
+    "run_recipe": "steer.steering.engine",
+    "RunResults": "steer.steering.results",
+    "PromptResult": "steer.steering.results",
+    # the model and SAEs
+    "DEFAULT_MODEL": "steer.model",
     "load_model": "steer.model",
     "LoadedModel": "steer.model",
+    "SAE": "steer.sae",
+    "SAEConfig": "steer.sae",
     "load_sae": "steer.sae",
     "save_sae": "steer.sae",
-    "SteerError": "steer.errors",
+    # training
+    "TrainConfig": "steer.training",
+    "train_sae": "steer.training",
+    "evaluate_sae": "steer.training",
+    # pinpointing
+    "load_pinpoint_recipe": "steer.pinpoint",
+    "Pinpointer": "steer.pinpoint",
+    # plugins: the hook marker and what registry hooks register
     "get_plugin_manager": "steer.plugins",
-    "hookimpl": "steer.hookspecs",
-    "InterventionType": "steer.interventions",
-    "MonitorType": "steer.monitors",
+    "hookimpl": "steer.plugins",
+    "InterventionType": "steer.steering.interventions",
+    "MonitorType": "steer.steering.monitors",
+    "AttributionMethod": "steer.pinpoint.methods",
+    "AttributionContext": "steer.pinpoint.methods",
+    "Gradients": "steer.pinpoint.methods",
+    "SteerError": "steer.errors",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -17,7 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture
 def pm():
     """A fresh plugin manager with every installed plugin (built-ins included)."""
-    from steer.plugins import get_plugin_manager
+    from steer.plugins.manager import get_plugin_manager
 
     return get_plugin_manager()
 
@@ -25,7 +25,7 @@ def pm():
 @pytest.fixture(scope="session")
 def tiny_model():
     """A tiny random-weight Llama with a small trained tokenizer (shared; do not mutate)."""
-    from tiny import tiny_loaded_model
+    from support.tiny import tiny_loaded_model
 
     return tiny_loaded_model()
 

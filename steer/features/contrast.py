@@ -14,47 +14,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from steer.errors import SteerError
-
-
-def check_texts_file(path: str | Path) -> None:
-    """Fail fast (before the model loads) on a missing file or one with no text in it."""
-    path = Path(path)
-    if not path.is_file():
-        raise SteerError("file not found", where=str(path))
-    try:
-        blank = not path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SteerError(f"cannot read texts: {exc}", where=str(path)) from None
-    if blank:
-        raise SteerError("no texts in the file (it is empty)", where=str(path))
-
-
-def read_texts(path: str | Path, tokenizer: Any, *, max_texts: int | None = None) -> list[str]:
-    """The texts of one contrast set: JSONL/JSON records with a ``text`` field (read as
-    :func:`steer.activations.read_documents` reads them), or plain text with one text per
-    line. An empty file (or one with no text) is a one-line :class:`SteerError`."""
-    from steer.activations import read_documents
-
-    path = Path(path)
-    if not path.is_file():
-        raise SteerError("file not found", where=str(path))
-    if path.suffix in (".json", ".jsonl"):
-        texts = read_documents(path, tokenizer)
-    else:
-        try:
-            raw = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SteerError(f"cannot read texts: {exc}", where=str(path)) from None
-        texts = [line.strip() for line in raw.splitlines() if line.strip()]
-    if not texts:
-        raise SteerError("no texts in the file (it is empty)", where=str(path))
-    return texts[:max_texts] if max_texts is not None else texts
 
 
 def pooled_activations(

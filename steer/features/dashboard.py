@@ -11,16 +11,16 @@ The templates, stylesheet and script live in ``steer/data/dashboard/``.
 
 from __future__ import annotations
 
-import html
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Any
 
-from steer.features.labels import Label
 from steer.features.store import FeatureIndex, FeatureRecord, FeatureSummary
-from steer.fileio import atomic_dir
+from steer.html import esc, shown_token
+from steer.io import atomic_dir
+from steer.sae.labels import Label
 
 ASSETS = Path(__file__).resolve().parent.parent / "data" / "dashboard"
 STATIC_FILES = ("style.css", "index.js")
@@ -35,18 +35,8 @@ class DashboardResult:
     pages: int
 
 
-def esc(text: Any) -> str:
-    """``text`` escaped for HTML text and attribute values."""
-    return html.escape(str(text), quote=True)
-
-
 def _template(name: str) -> Template:
     return Template((ASSETS / name).read_text(encoding="utf-8"))
-
-
-def shown_token(token: str) -> str:
-    """A token as it should read inside a context: newlines shown as a symbol."""
-    return token.replace("\r", "").replace("\n", "⏎").replace("\t", "→")
 
 
 def _fmt_density(density: float) -> str:

@@ -14,13 +14,8 @@ from typing import Any
 
 import torch
 
-from steer.activations import (
-    CollectStats,
-    OutlierFilter,
-    keep_mask,
-    layer_output,
-    special_token_ids,
-)
+from steer.model.positions import CollectStats, OutlierFilter, keep_mask, special_token_ids
+from steer.model.trace import layer_output
 
 
 @dataclass

@@ -31,11 +31,14 @@ from typing import Any
 
 import torch
 
-from steer.activations import OUTLIER_RULE, build_windows, file_sha256, source_files
+from steer.corpus.documents import source_files
+from steer.corpus.windows import build_windows
 from steer.errors import SteerError
 from steer.features.encode import BatchEncoder
 from steer.features.store import INDEX_FILENAME, SCHEMA, STORE_FORMAT
-from steer.model import get_dotted
+from steer.io import file_sha256
+from steer.model.positions import OUTLIER_RULE
+from steer.model.trace import final_norm_weight
 
 # Histogram bins: 4 per decade from 0.01 to 1000 (activations below/above land in the end bins).
 HIST_EDGES: list[float] = [round(10 ** (-2 + i / 4), 6) for i in range(21)]
@@ -85,17 +88,8 @@ def partial_path(db: Path) -> Path:
 # --------------------------------------------------------------------------- output tokens
 
 
-def final_norm_weight(hf: Any) -> torch.Tensor | None:
-    """The elementwise weight of the final norm before the unembedding, or ``None``."""
-    for path in ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "model.final_norm"):
-        weight = get_dotted(hf, f"{path}.weight")
-        if isinstance(weight, torch.Tensor):
-            return weight.detach().float()
-    return None
-
-
 def output_logits(
-    sae: Any, hf: Any, vocab: Sequence[str], *, n: int = N_LOGITS, chunk: int = 512
+    sae: Any, model: Any, vocab: Sequence[str], *, n: int = N_LOGITS, chunk: int = 512
 ) -> tuple[list[list], list[list]]:
     """Per feature, the ``n`` output tokens its decoder direction promotes most and least:
     ``([[token, value], ...] per feature, same for the most suppressed)``.
@@ -107,9 +101,9 @@ def output_logits(
     them out would rank tokens by dimensions the model itself scales down. Hence
     ``(W_dec[i] * norm_weight) @ W_U``.
     """
-    w_u = hf.get_output_embeddings().weight.detach().float().cpu()  # [vocab, d_model]
+    w_u = model.hf.get_output_embeddings().weight.detach().float().cpu()  # [vocab, d_model]
     w_dec = sae.W_dec.detach().float().cpu()
-    gain = final_norm_weight(hf)
+    gain = final_norm_weight(model)
     if gain is not None:
         w_dec = w_dec * gain.cpu()
     top: list[list] = []
@@ -445,7 +439,7 @@ def build_index(
         raise SteerError(f"the data holds no window of {ctx_len} tokens")
     vocab_size = int(model.hf.get_output_embeddings().weight.shape[0])
     vocab = token_strings(model.tokenizer, max(vocab_size, len(model.tokenizer)))
-    logits = output_logits(sae, model.hf, vocab)
+    logits = output_logits(sae, model, vocab)
     d_sae = int(sae.cfg.d_sae)
     width = min(context_tokens, ctx_len)
     state = RunningIndex(d_sae, top_k=top_k, context_tokens=width, n_bins=len(HIST_EDGES) - 1)
@@ -517,7 +511,7 @@ def build_index(
     finally:
         con.close()
     if complete:
-        # Not steer.fileio.atomic_path: its temporary file is private to one process and is
+        # Not steer.io.atomic_path: its temporary file is private to one process and is
         # deleted on failure, and a build's work file must outlive a kill to be resumed.
         with open(work, "rb+") as fh:
             os.fsync(fh.fileno())

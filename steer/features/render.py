@@ -10,8 +10,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from steer.features.labels import Label
 from steer.features.store import FeatureRecord
+from steer.sae.labels import Label
 
 SPARK = " ▁▂▃▄▅▆▇█"
 # Shading runs from the terminal background to this colour at the feature's max activation.

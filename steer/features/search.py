@@ -9,7 +9,7 @@ import torch
 
 from steer.errors import SteerError
 from steer.features.encode import encode_texts
-from steer.features.labels import Label
+from steer.sae.labels import Label
 
 MAX_TOKENS = 1024
 

@@ -157,7 +157,7 @@ class FeatureIndex:
     def check_sae(self, sae_folder: Path) -> None:
         """Raise unless the index was built from the weights now in ``sae_folder`` (an SAE
         retrained under the same name has other features behind the same ids)."""
-        from steer.activations import file_sha256
+        from steer.io import file_sha256
         from steer.sae.formats import WEIGHTS_FILENAME
 
         weights = Path(sae_folder) / WEIGHTS_FILENAME

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from steer.errors import SteerError
-from steer.fileio import check_writable
+from steer.io import check_writable
 
 
 class EventLog:
@@ -63,7 +63,8 @@ class EventLog:
             name: {
                 "sae": spec.sae,
                 "features": list(spec.features),
-                "threshold": spec.threshold,
+                "monitor": spec.plugin,
+                **spec.settings,
                 "action": spec.action_name,
                 "positions": spec.positions,
             }
@@ -81,7 +82,7 @@ class EventLog:
         )
 
     def event(self, event: dict[str, Any]) -> None:
-        """One monitor hit (an event dict of :class:`steer.monitoring.live.LiveMonitor`)."""
+        """One monitor hit (an event dict of :class:`steer.steering.live.LiveMonitor`)."""
         self.n_events += 1
         self.write({"type": "event", **event})
 

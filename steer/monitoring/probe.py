@@ -33,7 +33,7 @@ class ResidualEncoder(BatchEncoder):
     pad and filter texts for the probe exactly as it does for SAE features."""
 
     def __init__(self, model: Any, layer: int, *, outlier_factor: float = 10.0):
-        from steer.activations import CollectStats, OutlierFilter, special_token_ids
+        from steer.model.positions import CollectStats, OutlierFilter, special_token_ids
 
         # BatchEncoder reads the layer and width from its SAE; a probe has none.
         self.model = model
@@ -143,7 +143,7 @@ def train_probe(
 
 def save_probe(probe: Probe, path: str | Path) -> Path:
     """Write ``probe`` atomically as ``.safetensors`` (metadata in the header) or ``.json``."""
-    from steer.fileio import atomic_path, atomic_write_text
+    from steer.io import atomic_path, atomic_write_text
 
     path = Path(path)
     tensors = {name: getattr(probe, name).contiguous() for name in _TENSORS}

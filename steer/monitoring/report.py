@@ -2,10 +2,10 @@
 
 For every prompt it shows the prompt and the steered completion token by token, each token
 shaded by its monitor score for one group (the per-token trace of
-:meth:`steer.monitoring.live.LiveMonitor.trace`), tokens over the threshold outlined, a badge
-where a group's action (warn, stop, a conditional intervention) started, and the baseline
-completion under it so a reader sees what the action changed. The header lists each group
-with its features, threshold, action and how often it fired.
+:meth:`steer.steering.live.LiveMonitor.trace`), tokens where the group's monitor fired
+outlined, a badge where a group's action (warn, stop, a conditional intervention) started, and
+the baseline completion under it so a reader sees what the action changed. The header lists
+each group with its features, monitor and settings, action and how often it fired.
 
 With several groups the page holds one shaded block per group and a ``<select>`` shows one of
 them; the inline script only toggles ``hidden``, so nothing is fetched and the stylesheet
@@ -19,19 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steer.engine import PromptResult, RunResults
 from steer.errors import SteerError
-from steer.features.dashboard import esc, shown_token
-from steer.fileio import atomic_write_text, check_writable
-from steer.recipe import MonitorSpec, Recipe
+from steer.html import esc, shown_token
+from steer.io import atomic_write_text, check_writable
+from steer.steering.recipe import MonitorSpec, Recipe
+from steer.steering.results import PromptResult, RunResults
 
 STYLESHEET = Path(__file__).resolve().parent.parent / "data" / "monitor_report.css"
 
 LEGEND = (
     "Shading: score = largest watched activation at the token, relative to the larger of the "
-    "threshold and the group's highest score in this run; for TopK SAEs, below the threshold "
-    "this is the feature's encoder pre-activation, an upper bound. Outlined tokens are over the "
-    "threshold; unshaded tokens were not read by the monitor. Hover a token for its score."
+    "threshold (if the monitor has one) and the group's highest score in this run; for TopK "
+    "SAEs, where the monitor did not fire this may be the feature's encoder pre-activation, an "
+    "upper bound. Outlined tokens are where the group's monitor fired (for a threshold "
+    "monitor: over the threshold); unshaded tokens were not read by the monitor. Hover a "
+    "token for its score."
 )
 
 # Shows the selected group's blocks and hides the others; run once at load too, because a
@@ -57,7 +59,7 @@ class Group:
     index: int
     name: str
     spec: MonitorSpec
-    top: float  # max(threshold, highest score in the run): the score of full colour
+    top: float  # max(threshold if any, highest score in the run): the score of full colour
 
 
 def _scores(result: PromptResult, name: str) -> dict[str, list]:
@@ -75,7 +77,9 @@ def _groups(results: Sequence[PromptResult], recipe: Recipe) -> list[Group]:
             for s in _scores(r, name).get(key) or []
             if s is not None
         ]
-        groups.append(Group(i, name, spec, max([spec.threshold, *seen])))
+        threshold = spec.settings.get("threshold")
+        floor = [threshold] if isinstance(threshold, int | float) else []
+        groups.append(Group(i, name, spec, max([*floor, *seen], default=0.0)))
     return groups
 
 
@@ -89,19 +93,20 @@ def intensity(score: float, top: float) -> float:
     return min(1.0, max(0.0, score / top)) if top > 0 else 0.0
 
 
-def token_span(token: str, score: float | None, feature: int | None, group: Group, pos: str) -> str:
-    """One token as a ``<span>``: shaded by ``score``, outlined when over the threshold, its
-    score in the tooltip. ``pos`` (``p3``, ``g0``) names the token's phase and index."""
+def token_span(
+    token: str, score: float | None, feature: int | None, group: Group, pos: str, *, fired: bool
+) -> str:
+    """One token as a ``<span>``: shaded by ``score``, outlined where the group's monitor
+    ``fired``, its score in the tooltip. ``pos`` (``p3``, ``g0``) names the token's phase and
+    index."""
     text = esc(shown_token(token))
     if score is None:
         return (
             f'<span class="t na" data-pos="{pos}" title="{esc(group.name)}: not read">{text}</span>'
         )
-    # Over the threshold exactly as the built-in threshold monitor fires: strictly above.
-    over = score > group.spec.threshold
     what = f" (feature {feature})" if feature is not None else ""
     return (
-        f'<span class="t{" over" if over else ""}" data-pos="{pos}" data-score="{score:g}" '
+        f'<span class="t{" over" if fired else ""}" data-pos="{pos}" data-score="{score:g}" '
         f'title="{esc(f"{group.name}: {score:.2f}{what}")}" '
         f'style="background:rgba(var(--hot),{intensity(score, group.top):.2f})">{text}</span>'
     )
@@ -118,12 +123,14 @@ def _badge(action: dict[str, Any]) -> str:
     return f'<span class="badge {kind}" data-action="{esc(name)}">{esc(action_label(name))}</span>'
 
 
-def _tokens(tokens: list[str], phase: str, scores: dict[str, list], group: Group, badges) -> str:
+def _tokens(tokens: list[str], phase: str, scores: dict, group: Group, badges, fired) -> str:
     values, features = scores.get(phase), scores.get(f"{phase}_features")
     pos = phase[0]  # "p" or "g"
     return "".join(
         badges.get((phase, i), "")
-        + token_span(tok, _at(values, i), _at(features, i), group, f"{pos}{i}")
+        + token_span(
+            tok, _at(values, i), _at(features, i), group, f"{pos}{i}", fired=(phase, i) in fired
+        )
         for i, tok in enumerate(tokens)
     )
 
@@ -140,14 +147,19 @@ def _shaded_block(result: PromptResult, group: Group) -> str:
         for a in result.actions
         if a.get("group") == group.name
     }
+    # Where the monitor reported an event: the same test that acted during generation.
+    fired = {
+        (e.get("phase"), e.get("token_index"))
+        for e in result.events
+        if e.get("group") == group.name
+    }
     hidden = " hidden" if group.index else ""
+    prompt = _tokens(trace.get("prompt_tokens", []), "prompt", scores, group, badges, fired)
+    steered = _tokens(trace.get("generated_tokens", []), "generated", scores, group, badges, fired)
     return (
         f'<div class="shade" data-group="{group.index}"{hidden}>'
-        + _row("prompt", _tokens(trace.get("prompt_tokens", []), "prompt", scores, group, badges))
-        + _row(
-            "steered",
-            _tokens(trace.get("generated_tokens", []), "generated", scores, group, badges),
-        )
+        + _row("prompt", prompt)
+        + _row("steered", steered)
         + "</div>"
     )
 
@@ -188,14 +200,24 @@ def _group_table(results: Sequence[PromptResult], groups: list[Group]) -> str:
         features = ", ".join(str(f) for f in g.spec.features)
         rows.append(
             f"<tr><td>{esc(g.name)}</td><td>{esc(features)}</td>"
-            f'<td class="num">{g.spec.threshold:g}</td><td>{esc(g.spec.action_name)}</td>'
+            f"<td>{esc(monitor_text(g.spec))}</td><td>{esc(g.spec.action_name)}</td>"
             f'<td class="num">{sum(1 for e in events if e)}</td>'
             f'<td class="num">{sum(len(e) for e in events)}</td></tr>'
         )
     return (
-        '<table class="groups"><tr><th>group</th><th>features</th><th>threshold</th>'
+        '<table class="groups"><tr><th>group</th><th>features</th><th>monitor</th>'
         "<th>action</th><th>fired on prompts</th><th>events</th></tr>" + "".join(rows) + "</table>"
     )
+
+
+def monitor_text(spec: MonitorSpec) -> str:
+    """A monitor and its settings in a few words: ``threshold 5``, ``band low 1, high 3``."""
+    shown = ", ".join(
+        f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in spec.settings.items()
+    )
+    if list(spec.settings) == [spec.plugin]:  # the built-in threshold: "threshold 5"
+        return shown
+    return f"{spec.plugin} {shown}".strip()
 
 
 def _selector(groups: list[Group]) -> str:
@@ -214,7 +236,7 @@ def _legend(groups: list[Group]) -> str:
     sample = (
         '<span class="t" style="background:rgba(var(--hot),0.25)">low</span> '
         '<span class="t" style="background:rgba(var(--hot),1)">high</span> '
-        '<span class="t over" style="background:rgba(var(--hot),1)">over threshold</span> '
+        '<span class="t over" style="background:rgba(var(--hot),1)">monitor fired</span> '
         '<span class="t na">not read</span>'
     )
     return f'<p class="legend">{sample}<br>{esc(LEGEND)}</p>'

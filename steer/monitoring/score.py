@@ -1,12 +1,13 @@
 """Score texts with a recipe's monitors, without generating.
 
 Each recipe ``monitors:`` entry is a *group*: an SAE, the features it watches (ids or labels,
-resolved by :func:`steer.check.check_recipe`) and a threshold. A text's score for a group is
-the maximum activation over the group's features and the text's kept positions (position 0,
-special tokens and norm outliers are skipped exactly as :mod:`steer.features.encode` skips
-them); the text *fires* the group when that score is above the threshold (``>``, as the
-built-in ``threshold`` monitor does during generation). Only the watched features' encoder
-columns are asked for (:meth:`steer.sae.base.SAE.encode_features`).
+resolved by :func:`steer.steering.check.check_recipe`), a monitor plugin and its settings. A
+text's score for a group is the maximum activation over the group's features and the text's
+kept positions (position 0, special tokens and norm outliers are skipped exactly as
+:mod:`steer.features.encode` skips them); the text *fires* the group when the group's monitor
+plugin reports an event on any kept position -- the same ``observe`` that runs during
+generation (for the built-in ``threshold``: some activation above the threshold). Only the
+watched features' encoder columns are asked for (:meth:`steer.sae.base.SAE.encode_features`).
 """
 
 from __future__ import annotations
@@ -18,21 +19,28 @@ from typing import Any
 import torch
 
 from steer.errors import SteerError
+from steer.steering.monitors import MonitorType
 
 
 @dataclass(frozen=True)
 class WatchedGroup:
-    """One monitor of a recipe: ``features`` (ids) of the recipe SAE ``sae``."""
+    """One monitor of a recipe: ``features`` (ids) of the recipe SAE ``sae``, scored by the
+    registered ``monitor`` with the recipe's entry ``spec`` (its settings as attributes)."""
 
     name: str
     sae: str
     features: tuple[int, ...]
-    threshold: float
+    monitor: MonitorType
+    spec: Any
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.spec.settings
 
 
 @dataclass
 class TextScore:
-    """One text's score per group (``scores``) and whether it crossed the threshold."""
+    """One text's score per group (``scores``) and whether its monitor fired (``fired``)."""
 
     index: int
     n_tokens: int
@@ -47,7 +55,9 @@ def watched_groups(recipe: Any, pm: Any) -> list[WatchedGroup]:
     A monitor without a ``name`` is called ``monitors[i]``. A recipe without monitors, or two
     monitors of the same name, is a one-line :class:`SteerError`.
     """
-    from steer.check import check_recipe
+    from steer.plugins.registry import registry
+    from steer.steering.check import check_recipe
+    from steer.steering.monitors import MONITORS
 
     resolved = check_recipe(recipe, pm)
     if not resolved.monitors:
@@ -59,7 +69,8 @@ def watched_groups(recipe: Any, pm: Any) -> list[WatchedGroup]:
                 name=name,
                 sae=spec.sae,
                 features=tuple(int(f) for f in spec.features),
-                threshold=float(spec.threshold),
+                monitor=registry(pm, MONITORS).get(spec.plugin, where="monitors"),
+                spec=spec,
             )
         )
     return groups
@@ -106,8 +117,15 @@ def score_texts(
                 row.n_kept = int(enc.keep.sum())
                 kept = enc.acts[enc.keep]  # [n_kept, len(union)]
                 for g in members:
-                    value = float(kept[:, cols[g.name]].max()) if row.n_kept else 0.0
-                    row.scores[g.name] = value
-                    row.fired[g.name] = value > g.threshold
+                    acts = kept[:, cols[g.name]]
+                    row.scores[g.name] = float(acts.max()) if row.n_kept else 0.0
+                    row.fired[g.name] = bool(row.n_kept) and _fires(g, acts)
                 bar.update(1)
     return out
+
+
+def _fires(group: WatchedGroup, acts: torch.Tensor) -> bool:
+    """Whether the group's monitor reports an event on any of a text's kept positions
+    ``acts`` ``[n_kept, n_features]`` (as one batch row)."""
+    hits = group.monitor.observe(acts.unsqueeze(0), group.spec)
+    return bool(hits.any())

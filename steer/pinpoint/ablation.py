@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
+from steer.model.trace import last_logits
 from steer.pinpoint.metric import Metric
 from steer.pinpoint.nodes import Bucket, NodeSet
-from steer.pinpoint.trace import last_logits
 
 # Rows (prompt x node set) per stacked forward: big enough to keep the matmuls efficient,
 # small enough to stay far from memory limits on long prompts.

@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
+from steer.model.trace import last_logits
 from steer.pinpoint.methods import AttributionContext, AttributionMethod, Gradients
 from steer.pinpoint.metric import Metric
 from steer.pinpoint.nodes import Bucket, NodeSet
-from steer.pinpoint.trace import last_logits
 
 
 def node_gradients(

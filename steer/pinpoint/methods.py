@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
 from steer.pinpoint.nodes import NodeSet
-from steer.registries import Registered, build_registry, lookup
+from steer.plugins.registry import RegistryKind
 
 
 @dataclass(frozen=True)
@@ -73,28 +72,9 @@ class AttributionMethod:
     description: str = ""
 
 
-def _validate(obj: object) -> None:
-    if not isinstance(obj, AttributionMethod):
-        raise TypeError(
-            f"expected steer.pinpoint.methods.AttributionMethod, got {type(obj).__name__}"
-        )
-    if not obj.name or not obj.name.replace("-", "_").isidentifier():
-        raise ValueError(f"attribution method name {obj.name!r} must be a non-empty identifier")
-    if not callable(obj.score):
-        raise TypeError(f"attribution method {obj.name!r}: score is not callable")
-
-
-def get_attribution_methods(pm: Any) -> dict[str, Registered[AttributionMethod]]:
-    """Every attribution method the plugins of ``pm`` register, by name (cached on ``pm``)."""
-    return build_registry(
-        pm,
-        "steer_register_attribution_methods",
-        kind="attribution method",
-        name_of=lambda m: m.name,
-        validate=_validate,
-    )
-
-
-def resolve_method(pm: Any, name: str, *, where: str = "method") -> AttributionMethod:
-    """Look up an attribution method by name, or fail with the list of known ones."""
-    return lookup(pm, get_attribution_methods(pm), name, what="attribution method", where=where)
+ATTRIBUTION_METHODS: RegistryKind[AttributionMethod] = RegistryKind(
+    hook="steer_register_attribution_methods",
+    kind="attribution method",
+    expected=AttributionMethod,
+    callables=("score",),
+)

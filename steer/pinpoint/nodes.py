@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from steer.activations import OutlierFilter, keep_mask, special_token_ids
 from steer.errors import SteerError
+from steer.model.positions import OutlierFilter, keep_mask, special_token_ids
 
 
 @dataclass
@@ -171,7 +171,7 @@ def clean_layer_run(
     model: Any, layer: int, buckets: list[Bucket], *, outlier_factor=10.0
 ) -> LayerRun:
     """Clean forward of every bucket (and its counterfactual), with the kept-position masks."""
-    from steer.train_eval import clean_run
+    from steer.model.trace import clean_run
 
     special = torch.tensor(special_token_ids(model.tokenizer), dtype=torch.long)
     outliers = OutlierFilter(outlier_factor)

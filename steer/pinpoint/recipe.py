@@ -14,17 +14,15 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from steer.recipe import (
-    DEFAULT_MODEL,
+from steer.io import read_yaml
+from steer.model import DEFAULT_MODEL
+from steer.schema import StrictModel, located, validate_schema
+from steer.steering.recipe import (
     SAESpec,
-    StrictModel,
-    located,
     resolve_sae_spec_path,
     strings_as_text_items,
     unique_sae_ids,
-    validate_schema,
 )
-from steer.yamlfile import read_yaml
 
 Ablation = Literal["zero", "mean"]
 Rank = Literal["decrease", "increase", "magnitude"]

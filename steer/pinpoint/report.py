@@ -1,7 +1,7 @@
 """Pinpoint outputs: a rich table, the JSON file, the curve as PNG and as a self-contained HTML
 page (inline SVG), and a steering recipe that ablates the chosen features.
 
-All files are written atomically (:mod:`steer.fileio`).
+All files are written atomically (:mod:`steer.io`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from steer.fileio import atomic_path, atomic_write_text
+from steer.io import atomic_path, atomic_write_text
 
 COLORS = {"features": "#1f77b4", "neurons": "#ff7f0e"}
 
@@ -203,7 +203,7 @@ def steering_recipe(recipe: Any, result: dict[str, Any], *, n: int | None = None
     """A ``steer run`` recipe (YAML) that zero-ablates the pinpointed features of every SAE:
     the top ``n`` (at most the ranked ``max(top_k, curve_max)``), or as many as removed half of
     the metric (else the top-k)."""
-    from steer.recipe import parse_recipe
+    from steer.steering.recipe import parse_recipe
 
     interventions = []
     for site in result["sites"]:

@@ -23,7 +23,7 @@ import torch
 
 from steer.pinpoint.ablation import ablated_metrics, clean_metric
 from steer.pinpoint.attribution import attribute
-from steer.pinpoint.methods import resolve_method
+from steer.pinpoint.methods import ATTRIBUTION_METHODS
 from steer.pinpoint.metric import Metric, resolve_metric
 from steer.pinpoint.nodes import (
     Basis,
@@ -36,6 +36,7 @@ from steer.pinpoint.nodes import (
 )
 from steer.pinpoint.recipe import PinpointRecipe
 from steer.pinpoint.side_effects import ablated_loss, clean_text_run, load_windows
+from steer.plugins.registry import registry
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +117,15 @@ class Pinpointer:
     """
 
     def __init__(self, recipe: PinpointRecipe, *, pm=None, model=None, device=None):
-        from steer.engine import attach_saes, load_saes
         from steer.model import load_model
-        from steer.plugins import get_plugin_manager
+        from steer.plugins.manager import get_plugin_manager
+        from steer.steering.attach import attach_saes, load_saes
 
         self.recipe = recipe
         self.pm = pm if pm is not None else get_plugin_manager()
-        self.method = resolve_method(self.pm, recipe.method)  # fail before the slow loads
+        self.method = registry(self.pm, ATTRIBUTION_METHODS).get(
+            recipe.method, where="method"
+        )  # fail before the slow loads
         self.timing: dict[str, float] = {}
         t0 = time.perf_counter()
         saes = load_saes(recipe, pm=self.pm)  # reads only recipe.saes
@@ -141,7 +144,7 @@ class Pinpointer:
     def labels(self, index: int) -> dict[int, str]:
         """Feature names from the labels file beside SAE ``index`` ({} when there is none)."""
         try:
-            from steer.features.labels import load_labels
+            from steer.sae.labels import load_labels
         except ImportError:  # labels support is optional
             return {}
         from steer.sae.sources import resolve_sae_path

@@ -14,14 +14,10 @@ from typing import Any
 
 import torch
 
-from steer.activations import (
-    OutlierFilter,
-    keep_mask,
-    pack_windows,
-    read_documents,
-    special_token_ids,
-)
+from steer.corpus.documents import read_documents
+from steer.corpus.windows import pack_windows
 from steer.errors import SteerError
+from steer.model.positions import OutlierFilter, keep_mask, special_token_ids
 from steer.pinpoint.nodes import Basis
 
 CTX_LEN = 128
@@ -55,7 +51,7 @@ def load_windows(model: Any, path: str | Path, n_tokens: int) -> torch.Tensor:
 
 
 def _loss_sum(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[float, int]:
-    from steer.train_eval import mean_nll
+    from steer.model.loss import mean_nll
 
     pos = mask[:, :-1]  # losses of predictions made at kept positions
     targets = ids[:, 1:][pos]
@@ -64,7 +60,7 @@ def _loss_sum(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tu
 
 def clean_text_run(model: Any, layer: int, windows: torch.Tensor) -> TextRun:
     """Clean pass over ``windows``: hidden states, kept positions and the clean loss."""
-    from steer.train_eval import clean_run
+    from steer.model.trace import clean_run
 
     special = torch.tensor(special_token_ids(model.tokenizer), dtype=torch.long)
     outliers = OutlierFilter()
@@ -92,7 +88,7 @@ def ablated_loss(
     target_mean: torch.Tensor | None,
 ) -> float:
     """Next-token loss on ``text`` with nodes ``selected`` set to 0 (or to ``target_mean``)."""
-    from steer.train_eval import patched_logits
+    from steer.model.trace import patched_logits
 
     sel = torch.as_tensor(selected, dtype=torch.long)
     total = 0.0

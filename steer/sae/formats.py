@@ -19,7 +19,7 @@ import safetensors.torch
 import torch
 
 from steer.errors import SteerError
-from steer.fileio import atomic_dir
+from steer.io import atomic_dir
 from steer.sae.base import SAE, SAEConfig, construct, dtype_name
 from steer.sae.configs import (
     CFG_FILENAME,

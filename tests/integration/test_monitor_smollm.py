@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from steer.engine import Steerer
-from steer.recipe import load_recipe
+from steer.steering.engine import Steerer
+from steer.steering.recipe import load_recipe
 
 pytestmark = pytest.mark.integration
 

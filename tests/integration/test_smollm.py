@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from handmade import orthonormal_sae
-from sae_factory import make_sae
+from support.handmade import orthonormal_sae
+from support.sae_factory import make_sae
 
-from steer.engine import Steerer
-from steer.recipe import parse_recipe
 from steer.sae import save_sae
+from steer.steering.engine import Steerer
+from steer.steering.recipe import parse_recipe
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,8 @@ def test_bundled_model_facts(smollm):
 def test_the_model_cache_reloads_identically(smollm):
     import torch
 
-    from steer.model import _gguf_cache_key, bundled_gguf_path, cache_dir, load_model
+    from steer.model import bundled_gguf_path, cache_dir, load_model
+    from steer.model.load import _gguf_cache_key
 
     cached = cache_dir() / "models" / _gguf_cache_key(bundled_gguf_path())
     assert (cached / "model.safetensors").is_file()

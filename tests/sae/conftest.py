@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sae_factory import make_sae as _make_sae
+from support.sae_factory import make_sae as _make_sae
 
 
 @pytest.fixture

@@ -1,0 +1,126 @@
+"""``steer train``: train an SAE from a YAML recipe, flags, or both (flags override keys).
+
+The setting flags (``--layer``, ``--d-sae``, ``--train-tokens``, ...) are not written here:
+they, their types and their help (with the real defaults) come from the settings declared in
+:class:`steer.training.config.TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from steer.cli.common import about, debug_option
+from steer.errors import SteerError
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train`` to the ``steer`` app."""
+    app.command("train")(_with_setting_flags(train))
+
+
+def train(
+    recipe: Path | None = typer.Argument(
+        None, metavar="[RECIPE]", help="Training recipe (YAML); flags given override its keys."
+    ),
+    data: list[Path] = typer.Option(
+        None, "--data", help="Text files or folders to train on (replaces the recipe's data)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Folder for the trained SAE (SAELens)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
+    debug: bool = debug_option(),
+    **settings: Any,
+) -> None:
+    """Train an SAE (topk or standard) from a YAML recipe or flags (checkpoints; --resume)."""
+    from steer.training import train_sae
+    from steer.training.recipe import load_train_recipe, parse_train_recipe, resolve_paths
+
+    overrides = _overrides(settings)
+    # Paths on the command line are relative to the working directory, not the recipe.
+    if data:
+        overrides["data"] = [{"path": os.path.abspath(p)} for p in data]
+    if out is not None:
+        overrides["out"] = os.path.abspath(out)
+    if recipe is not None:
+        config = load_train_recipe(recipe, overrides)
+        where = about(recipe)
+    else:
+        if not data or out is None:
+            raise SteerError("give a training RECIPE, or --data and --out")
+        config = resolve_paths(
+            parse_train_recipe(overrides, source="command line"), source="command line"
+        )
+        where = contextlib.nullcontext()
+    with where:
+        path = train_sae(config, resume=resume)
+    typer.echo(f"saved {path}")
+
+
+def _setting_flags() -> dict[str, tuple[str, inspect.Parameter]]:
+    """Parameter name -> (dotted setting, typer parameter), one per declared flag."""
+    from steer.training.config import flag_fields
+
+    out = {}
+    for flag, dotted, field in flag_fields():
+        name = flag.replace("-", "_")
+        default = field.default
+        shown = f"{default:g}" if isinstance(default, float) else default
+        extra = field.json_schema_extra or {}
+        only = f"{extra['only']} only; " if "only" in extra else ""
+        text = f"{field.description.rstrip('.')} ({only}default: {shown})."
+        option = typer.Option(None, f"--{flag}", help=text)
+        annotation = _option_type(field.annotation) | None
+        out[name] = (
+            dotted,
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
+            ),
+        )
+    return out
+
+
+def _option_type(annotation: Any) -> type:
+    """The command-line type of a setting: a ``Literal`` of strings reads as ``str``."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return str
+    return annotation
+
+
+def _with_setting_flags(command):
+    """A wrapper of ``command`` whose signature (what typer reads) has one keyword option per
+    declared flag in place of ``**settings``."""
+
+    @functools.wraps(command)
+    def with_flags(**kwargs: Any) -> None:
+        command(**kwargs)
+
+    signature = inspect.signature(command, eval_str=True)
+    fixed = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
+    flags = [param for _, param in _setting_flags().values()]
+    # Setting flags go before --resume and --debug.
+    params = [*fixed[:3], *flags, *(p.replace(kind=p.KEYWORD_ONLY) for p in fixed[3:])]
+    with_flags.__signature__ = signature.replace(parameters=params)
+    with_flags.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return with_flags
+
+
+def _overrides(settings: dict[str, Any]) -> dict[str, Any]:
+    """The flags given, as recipe keys (``train_tokens=4096`` -> ``{"tokens": {"train": 4096}}``)."""
+    flags = _setting_flags()
+    overrides: dict[str, Any] = {}
+    for name, value in settings.items():
+        if value is None:
+            continue
+        *parents, key = flags[name][0].split(".")
+        target = overrides
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[key] = value
+    return overrides

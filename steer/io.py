@@ -1,0 +1,165 @@
+"""Reading and writing files: atomic writes (a reader sees the old file or the new one, never
+half of one), YAML for steer's schemas, file hashes, and files that must hold text."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from steer.errors import SteerError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(path: Path) -> None:
+    # Make the rename itself durable; not every filesystem allows opening a directory.
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.
+
+    The caller writes the whole file to the yielded path. If the block raises (a full disk, a
+    crash in the writer), the temporary file is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        # mkstemp makes the file private (0600); give it the mode a plain open() would.
+        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.replace(tmp_path, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(target: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``target`` atomically (UTF-8)."""
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``target``; on success it becomes ``target``.
+
+    An existing ``target`` is swapped out only after the new folder is complete, so an
+    interrupted save never leaves a folder with some files new and some missing.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        file_mode = 0o666 & ~_umask()
+        for child in tmp.iterdir():
+            if child.is_file():
+                with open(child, "rb") as fh:
+                    os.fsync(fh.fileno())
+                # Some writers (safetensors) create private 0600 files; use a plain open()'s mode.
+                os.chmod(child, file_mode)
+        # mkdtemp makes the folder private (0700); give it the mode a plain mkdir() would.
+        os.chmod(tmp, 0o777 & ~_umask())
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_writable(target: str | os.PathLike, *, what: str = "file") -> None:
+    """Raise a one-line :class:`SteerError` now if ``target`` could not be written later.
+
+    Used before long work, so that a bad output path fails in milliseconds rather than after
+    the work: ``target`` must not be a folder, and its folder must exist (a typo should fail,
+    not create a stray folder tree) and be writable.
+    """
+    target = Path(target)
+    if target.is_dir():
+        raise SteerError(f"cannot write the {what} here: it is a folder", where=str(target))
+    parent = target.parent
+    if not parent.is_dir():
+        state = "is not a folder" if parent.exists() else "does not exist"
+        raise SteerError(f"cannot write the {what}: {parent} {state}", where=str(target))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SteerError(
+            f"cannot write the {what}: no permission to write in {parent}", where=str(target)
+        )
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file (recorded in SAE metadata so a run can be traced to its data)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_yaml(path: str | Path, *, what: str = "recipe") -> Any:
+    """The data in the YAML file ``path``, not yet validated.
+
+    A missing or unreadable file, or malformed YAML, is a one-line :class:`SteerError`;
+    malformed YAML names the line and column (``recipe.yaml:3:7: malformed YAML: ...``).
+    ``what`` names the kind of file in the messages.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SteerError(f"{what} file not found", where=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SteerError(f"cannot read the {what}: {exc}", where=str(path)) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SteerError(f"malformed YAML: {problem}", where=at) from None
+
+
+def check_text_file(path: str | os.PathLike, *, what: str = "file") -> None:
+    """Fail fast (before a model loads) on a missing file, one that cannot be read as UTF-8
+    text, or one with nothing but whitespace in it. ``what`` names the file in the message
+    (``input file not found``, ``no texts in the data file (it is empty)``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SteerError(f"{what} not found", where=str(path))
+    try:
+        blank = not path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SteerError(f"cannot read texts: {exc}", where=str(path)) from None
+    if blank:
+        raise SteerError(f"no texts in the {what} (it is empty)", where=str(path))

@@ -1,0 +1,158 @@
+"""One registry class for everything plugins register: interventions, monitors, SAE
+architectures, attribution methods (and whatever comes next).
+
+A :class:`RegistryKind` says what one registry holds: the ``steer_register_*`` hook that fills
+it, the type of what is registered and how each thing is named. :func:`registry` builds it from
+a plugin manager (once; it is cached on the manager): every hook implementation gets its own
+``register`` callback, so the registry knows which plugin registered what, checks each object,
+and names both plugins when a name is taken twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from steer.errors import SteerError
+
+T = TypeVar("T")
+
+# Who registered the built-ins a kind brings along (SAE architectures): the host itself.
+HOST = "steer"
+
+
+@dataclass(frozen=True)
+class Registered(Generic[T]):
+    """One registered object and the plugin that registered it."""
+
+    name: str
+    obj: T
+    plugin: str
+
+
+@dataclass(frozen=True)
+class RegistryKind(Generic[T]):
+    """What one registry holds.
+
+    Attributes:
+        hook: the hook that fills it (``steer_register_interventions``).
+        kind: what one entry is called in messages (``intervention``).
+        expected: the registered objects' type, or for ``classes`` their base class.
+        name_attr: the attribute that names an object (``name``; ``architecture``).
+        callables: attributes that must be callable (``apply``).
+        classes: entries are subclasses of ``expected``, not instances.
+        lookup: how a name is looked for in messages (``intervention plugin``).
+        builtins: objects registered by the host before any plugin.
+    """
+
+    hook: str
+    kind: str
+    expected: type
+    name_attr: str = "name"
+    callables: tuple[str, ...] = ()
+    classes: bool = False
+    lookup: str = ""
+    builtins: Callable[[], Iterable[Any]] = field(default=tuple)
+
+    def name_of(self, obj: Any) -> str:
+        return getattr(obj, self.name_attr)
+
+    def validate(self, obj: Any) -> None:
+        """Raise ``TypeError``/``ValueError`` for an object this registry cannot hold."""
+        wanted = f"steer.{self.expected.__name__}"
+        if self.classes:
+            if not (isinstance(obj, type) and issubclass(obj, self.expected)):
+                raise TypeError(f"{obj!r} is not a subclass of {wanted}")
+        elif not isinstance(obj, self.expected):
+            raise TypeError(f"expected {wanted}, got {type(obj).__name__}")
+        name = getattr(obj, self.name_attr, None)
+        if not isinstance(name, str) or not name.replace("-", "_").isidentifier():
+            raise ValueError(
+                f"{self.kind} {self.name_attr} {name!r} must be a non-empty identifier"
+            )
+        for attr in self.callables:
+            if not callable(getattr(obj, attr, None)):
+                raise TypeError(f"{self.kind} {name!r}: {attr} is not callable")
+
+
+class Registry(Generic[T]):
+    """Name -> registered object, for one :class:`RegistryKind`."""
+
+    def __init__(self, kind: RegistryKind[T], *, failures: Iterable[str] = ()):
+        self.kind = kind
+        self.entries: dict[str, Registered[T]] = {}
+        self.failures = list(failures)  # plugins that failed to load: why a name may be missing
+
+    def registrar(self, plugin: str) -> Callable[[T], None]:
+        """The ``register`` callback handed to ``plugin``'s hook implementation."""
+
+        def register(obj: T) -> None:
+            try:
+                self.kind.validate(obj)
+            except (TypeError, ValueError) as exc:
+                raise SteerError(
+                    f"plugin {plugin!r} registered a bad {self.kind.kind}: {exc}"
+                ) from exc
+            name = self.kind.name_of(obj)
+            if name in self.entries:
+                first = self.entries[name].plugin
+                raise SteerError(
+                    f"{self.kind.kind} {name!r} is registered twice: by plugin {first!r} "
+                    f"and by {plugin!r}"
+                )
+            self.entries[name] = Registered(name=name, obj=obj, plugin=plugin)
+
+        return register
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, name: str) -> Registered[T]:
+        return self.entries[name]
+
+    def objects(self) -> dict[str, T]:
+        """Name -> object, in registration order."""
+        return {name: entry.obj for name, entry in self.entries.items()}
+
+    def get(self, name: str, *, where: str) -> T:
+        """The object registered as ``name``, or a one-line :class:`SteerError` at ``where``
+        that lists the known names (and any plugins that failed to load, which may be why
+        ``name`` is missing)."""
+        if name in self.entries:
+            return self.entries[name].obj
+        known = ", ".join(sorted(self.entries)) or "none"
+        hint = (
+            f"; plugins that failed to load: {', '.join(self.failures)} (see `steer plugins`)"
+            if self.failures
+            else ""
+        )
+        what = self.kind.lookup or self.kind.kind
+        raise SteerError(f"unknown {what} {name!r} (known: {known}){hint}", where=where)
+
+
+def registry(pm: Any, kind: RegistryKind[T]) -> Registry[T]:
+    """The registry of ``kind`` that the plugins of ``pm`` fill (built on first use and cached
+    on ``pm``). With ``pm=None``, only the kind's built-ins."""
+    cache = getattr(pm, "registries", None)
+    if cache is not None and kind.hook in cache:
+        return cache[kind.hook]
+    failures = [f.name for f in getattr(pm, "failures", [])]
+    built: Registry[T] = Registry(kind, failures=failures)
+    register_builtin = built.registrar(HOST)
+    for obj in kind.builtins():
+        register_builtin(obj)
+    if pm is not None:
+        # Call implementations one by one, in registration order, so that each gets a register
+        # callback that knows its plugin's name (and the first to take a name keeps it).
+        for impl in getattr(pm.hook, kind.hook).get_hookimpls():
+            impl.function(register=built.registrar(impl.plugin_name))
+    if cache is not None:
+        cache[kind.hook] = built
+    return built

@@ -1,0 +1,157 @@
+"""The per-token work at one site: edit features, write back the change, read the monitors,
+and apply the responses of monitors that fired.
+
+This runs on every generation step (the prompt pass and each new token), so it does as little
+as it can: it encodes only the features the batch touches, decodes only the *change*
+``x + (f_new - f_old) @ W_dec[features]`` (the SAE's reconstruction error stays in the
+residual stream, and untouched features cost nothing), and skips whatever is inactive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from steer.errors import SteerError
+from steer.steering.plan import Site, active_at
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    """A monitor hit, before token texts are known (they are filled in after the step)."""
+
+    label: str  # the monitor's group name
+    monitor: str  # its plugin
+    row: int
+    step: int
+    position: int  # index along the sequence axis of this step's hidden state
+    feature: int
+    activation: float
+    action: str
+    first: bool  # the group's first hit on this row: where its action starts
+
+
+@dataclass(frozen=True)
+class GroupScores:
+    """One step's reading of one monitor: per position, the largest watched activation and
+    the feature it came from (for reports)."""
+
+    label: str
+    step: int
+    values: torch.Tensor  # [batch, seq]
+    features: torch.Tensor  # [batch, seq] SAE feature indices
+
+
+@dataclass
+class Readings:
+    """What the monitors of a run read: events (drained as they are reported) and scores."""
+
+    events: list[RawEvent] = field(default_factory=list)
+    scores: list[GroupScores] = field(default_factory=list)
+
+
+def edit_site(
+    site: Site, hidden: torch.Tensor, step: int, valid: torch.Tensor | None, readings: Readings
+) -> torch.Tensor:
+    """Apply a site's operations to ``hidden`` [batch, seq, d_model], read its monitors into
+    ``readings``, and apply the responses of monitors that fired.
+
+    ``valid`` [batch, seq] marks real (non-padding) tokens on the prompt pass; it is ``None``
+    on decode steps, where every row holds one real token. Returns the new hidden state (the
+    same tensor object when nothing was edited).
+    """
+    operations = [op for op in site.operations if active_at(op.positions, step)]
+    if operations:
+        hidden = _apply_operations(site, operations, hidden, valid)
+    for watch in site.watches:
+        if active_at(watch.positions, step):
+            hidden = _read_watch(site, watch, hidden, step, valid, readings)
+    return hidden
+
+
+def _read_watch(site, watch, hidden, step, valid, readings: Readings) -> torch.Tensor:
+    values, exact = site.sae.encode_features_bound(hidden, watch.features)
+    hits = watch.monitor.observe(values, watch.spec)
+    if not exact:
+        if watch.monitor.monotone:
+            # The bound is at least the activation, so a position the bound does not flag has
+            # no hit; encode exactly only the (rare) flagged ones.
+            flagged = hits.any(dim=-1)
+            if bool(flagged.any()):
+                values = values.clone()
+                values[flagged] = site.sae.encode_features(hidden[flagged], watch.features)
+        else:
+            values = site.sae.encode_features(hidden, watch.features)
+        hits = watch.monitor.observe(values, watch.spec)
+    if valid is not None:
+        hits = hits & valid.unsqueeze(-1)
+    top = values.max(dim=-1)
+    readings.scores.append(
+        GroupScores(watch.label, step, top.values.float(), watch.features[top.indices])
+    )
+    for row, pos, col in hits.nonzero().tolist():
+        first = row not in watch.fired
+        if first:
+            watch.fired[row] = (step, pos)
+        readings.events.append(
+            RawEvent(
+                label=watch.label,
+                monitor=watch.monitor.name,
+                row=row,
+                step=step,
+                position=pos,
+                feature=int(watch.features[col]),
+                activation=float(values[row, pos, col]),
+                action=watch.spec.action_name,
+                first=first,
+            )
+        )
+    if watch.response is not None and watch.fired:
+        hidden = _respond(site, watch, hidden, step, valid)
+    return hidden
+
+
+def _respond(site, watch, hidden, step, valid) -> torch.Tensor:
+    """Apply the watch's response to every row it fired on, from the firing token on. Only
+    those rows are encoded (for a TopK SAE that is the full encode, so it matters)."""
+    response = watch.response
+    rows = sorted(watch.fired)
+    mask = torch.zeros(len(rows), hidden.shape[1], dtype=torch.bool, device=hidden.device)
+    for i, row in enumerate(rows):
+        fired_step, pos = watch.fired[row]
+        mask[i, pos if fired_step == step else 0 :] = True
+    index = torch.tensor(rows, dtype=torch.long, device=hidden.device)
+    if valid is not None:
+        mask &= valid[index]
+    before = site.sae.encode_features(hidden[index], response.features)
+    flat = before.reshape(-1, before.shape[-1])
+    after = _checked(response.name, response.apply(flat, response.value), flat)
+    change = (after.reshape(before.shape) - before) * mask.unsqueeze(-1)
+    return hidden.index_add(0, index, change.to(hidden.dtype) @ response.decoder)
+
+
+def _checked(name: str, edited, flat: torch.Tensor) -> torch.Tensor:
+    if not isinstance(edited, torch.Tensor) or edited.shape != flat.shape:
+        got = tuple(edited.shape) if isinstance(edited, torch.Tensor) else type(edited).__name__
+        raise SteerError(
+            f"intervention {name!r} returned {got} for activations of shape {tuple(flat.shape)}"
+        )
+    return edited.to(flat.dtype)
+
+
+def _apply_operations(site, operations, hidden, valid) -> torch.Tensor:
+    before = site.sae.encode_features(hidden, site.features)  # [B, T, m]
+    after = before.clone()
+    for op in operations:
+        target = after if op.rows is None else after[op.rows]
+        selected = target[..., op.cols]
+        flat = selected.reshape(-1, selected.shape[-1])
+        edited = _checked(op.name, op.apply(flat, op.value), flat)
+        target[..., op.cols] = edited.reshape(selected.shape)
+        if op.rows is not None:
+            after[op.rows] = target
+    change = after - before
+    if valid is not None:
+        change = change * valid.unsqueeze(-1)  # never write into padding
+    return hidden + change.to(hidden.dtype) @ site.decoder

@@ -1,0 +1,203 @@
+"""Run a recipe: load the model and SAEs, then one ``generate`` per batch of prompts with every
+intervention and monitor in it, on the prompt pass and every generated token.
+
+The per-batch plan comes from :mod:`steer.steering.plan`, the per-token work from
+:mod:`steer.steering.edit`, live monitor events from :mod:`steer.steering.live`; the trace
+itself is :func:`steer.model.trace.generate`, the one place that calls nnsight.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from transformers import LogitsProcessorList
+
+from steer.model import LoadedModel
+from steer.model.trace import generate
+from steer.steering.attach import attach_saes, load_saes, resolve_hub_features
+from steer.steering.edit import Readings, edit_site
+from steer.steering.generation import (
+    eos_ids,
+    generate_plain,
+    generation_kwargs,
+    length_until_eos,
+    seed_generation,
+)
+from steer.steering.live import EventCallback, LiveMonitor
+from steer.steering.plan import Site, build_sites
+from steer.steering.recipe import Recipe
+from steer.steering.results import PromptResult, RunResults
+
+log = logging.getLogger(__name__)
+
+StepCallback = Callable[[int], None]
+
+
+class Steerer:
+    """A recipe bound to a loaded model and SAEs; ``run()`` any number of times.
+
+    Example::
+
+        from steer import Steerer, load_recipe
+        steerer = Steerer(load_recipe("recipes/demo.yaml"))
+        results = steerer.run()
+        print(results.results[0].steered)
+    """
+
+    def __init__(
+        self,
+        recipe: Recipe,
+        *,
+        pm=None,
+        model: LoadedModel | None = None,
+        device: str | None = None,
+    ):
+        from steer.model import load_model
+        from steer.plugins.manager import get_plugin_manager
+        from steer.steering.check import check_recipe
+
+        self.recipe = recipe
+        self.pm = pm if pm is not None else get_plugin_manager()
+        recipe = check_recipe(recipe, self.pm)  # fail before the slow loads
+        self.timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+        saes = load_saes(recipe, pm=self.pm)
+        self.timing["load_saes_s"] = time.perf_counter() - t0
+        # SAEs from the Hub are only known once loaded: resolve their labels and ids now.
+        self.recipe = recipe = resolve_hub_features(recipe, saes)
+        t0 = time.perf_counter()
+        self.model = model if model is not None else load_model(recipe.model, device=device)
+        self.timing["load_model_s"] = time.perf_counter() - t0
+        self.saes = attach_saes(saes, self.model, recipe)
+
+    def run(
+        self,
+        *,
+        baseline: bool = True,
+        on_step: StepCallback | None = None,
+        on_event: EventCallback | None = None,
+    ) -> RunResults:
+        """Generate every prompt with the recipe's interventions (and, if ``baseline``, without
+        them, with the same seed), batch by batch.
+
+        ``on_step(step)`` is called on every generation step, ``on_event(event)`` with each
+        monitor event as soon as its token is known (before the next token is generated).
+        """
+        recipe, gen = self.recipe, self.recipe.generation
+        self.pm.hook.steer_run_started(recipe=recipe)
+        timing = dict(self.timing, baseline_s=0.0, steered_s=0.0, new_tokens=0)
+        results: list[PromptResult] = []
+        indices = list(range(len(recipe.prompts)))
+        for start in range(0, len(indices), gen.batch_size):
+            batch = indices[start : start + gen.batch_size]
+            texts = [recipe.prompts[i].text for i in batch]
+            enc = self.model.tokenize(texts, chat=gen.chat)
+            base_texts: list[str | None] = [None] * len(batch)
+            if baseline:
+                t0 = time.perf_counter()
+                base_ids = generate_plain(self.model, enc, recipe)
+                timing["baseline_s"] += time.perf_counter() - t0
+                base_texts = self._decode(enc, base_ids)[0]
+            sites = build_sites(
+                recipe,
+                batch,
+                self.saes,
+                self.pm,
+                dtype=self.model.hf.dtype,
+                device=self.model.device,
+            )
+            monitor = None
+            if any(site.watches for site in sites):
+                monitor = LiveMonitor(
+                    tokenizer=self.model.tokenizer,
+                    prompt_indices=batch,
+                    attention_mask=enc["attention_mask"],
+                    eos_ids=eos_ids(self.model),
+                    on_event=on_event,
+                )
+            t0 = time.perf_counter()
+            ids = generate_steered(self.model, enc, sites, recipe, on_step=on_step, monitor=monitor)
+            timing["steered_s"] += time.perf_counter() - t0
+            steered_texts, lengths = self._decode(enc, ids)
+            timing["new_tokens"] += sum(lengths)
+            for row, i in enumerate(batch):
+                result = PromptResult(
+                    prompt=recipe.prompts[i].text,
+                    baseline=base_texts[row],
+                    steered=steered_texts[row],
+                )
+                if monitor is not None:
+                    result.events = monitor.events[row]
+                    result.actions = monitor.actions[row]
+                    result.trace = monitor.trace(row, ids, lengths[row])
+                results.append(result)
+        if timing["steered_s"] > 0:
+            timing["steered_tok_per_s"] = timing["new_tokens"] / timing["steered_s"]
+        run_results = RunResults(results=results, timing=timing)
+        try:
+            self.pm.hook.steer_run_finished(recipe=recipe, results=run_results)
+        except Exception as exc:  # a reporter's failure must not lose the results
+            log.warning("a steer_run_finished plugin failed: %s: %s", type(exc).__name__, exc)
+        return run_results
+
+    def _decode(self, enc, ids: torch.Tensor) -> tuple[list[str], list[int]]:
+        """Completions as text, each cut at its first end-of-sequence token."""
+        n_prompt = enc["input_ids"].shape[1]
+        eos = eos_ids(self.model)
+        texts, lengths = [], []
+        for row in ids[:, n_prompt:].tolist():
+            length = length_until_eos(row, eos)
+            lengths.append(length)
+            texts.append(self.model.tokenizer.decode(row[:length], skip_special_tokens=True))
+        return texts, lengths
+
+
+def generate_steered(
+    model: LoadedModel,
+    enc: dict[str, torch.Tensor],
+    sites: list[Site],
+    recipe: Recipe,
+    *,
+    on_step: StepCallback | None = None,
+    monitor: LiveMonitor | None = None,
+) -> torch.Tensor:
+    """One ``generate`` over the batch with every site's edits on every step.
+
+    Sites with monitors need a ``monitor``: it receives their readings, reports events after
+    each step and stops prompts. Returns the output ids [batch, prompt + new].
+    """
+    valid = enc["attention_mask"].bool()
+    if monitor is None and any(site.watches for site in sites):
+        raise ValueError("sites with monitors need a LiveMonitor")
+    readings = monitor.readings if monitor is not None else Readings()
+    kwargs = generation_kwargs(recipe, model)
+    if monitor is not None:
+        kwargs["logits_processor"] = LogitsProcessorList([monitor])
+    by_layer: dict[int, list[Site]] = {}
+    for site in sites:
+        by_layer.setdefault(site.layer, []).append(site)
+
+    def busy(layer: int, step: int) -> bool:
+        return any(site.busy_at(step) for site in by_layer[layer])
+
+    def edit(layer: int, step: int, hidden: torch.Tensor) -> torch.Tensor:
+        # The prompt pass carries left padding; decode steps hold one real token per row.
+        mask = valid if step == 0 else None
+        for site in by_layer[layer]:
+            hidden = edit_site(site, hidden, step, mask, readings)
+        return hidden
+
+    seed_generation(recipe)
+    return generate(
+        model, enc, kwargs, layers=list(by_layer), edit=edit, busy=busy, on_step=on_step
+    )
+
+
+def run_recipe(recipe: Recipe, **kwargs: Any) -> RunResults:
+    """Load what a recipe needs and run it once: the one-call form of :class:`Steerer`."""
+    run_kwargs = {k: kwargs.pop(k) for k in ("baseline", "on_step", "on_event") if k in kwargs}
+    return Steerer(recipe, **kwargs).run(**run_kwargs)

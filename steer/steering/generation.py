@@ -1,0 +1,55 @@
+"""Plain generation settings and decoding, shared by the steered and the baseline runs: the
+transformers ``generate`` arguments of a recipe, the unsteered completion, and cutting
+completions at end-of-sequence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from steer.model import LoadedModel
+from steer.steering.recipe import Recipe
+
+
+def eos_ids(model: LoadedModel) -> set[int]:
+    eos = model.hf.generation_config.eos_token_id
+    if eos is None:
+        eos = model.tokenizer.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos])
+
+
+def length_until_eos(row: list[int], eos: set[int]) -> int:
+    for i, token in enumerate(row):
+        if token in eos:
+            return i
+    return len(row)
+
+
+def generation_kwargs(recipe: Recipe, model: LoadedModel) -> dict[str, Any]:
+    """transformers ``generate`` arguments for a recipe's ``generation`` block."""
+    gen = recipe.generation
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": gen.max_new_tokens,
+        "min_new_tokens": min(gen.min_new_tokens, gen.max_new_tokens),
+        "pad_token_id": model.tokenizer.pad_token_id,
+    }
+    if gen.temperature > 0:
+        kwargs.update(do_sample=True, temperature=gen.temperature, top_p=gen.top_p, top_k=0)
+    else:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+def seed_generation(recipe: Recipe) -> None:
+    if recipe.generation.seed is not None:
+        torch.manual_seed(recipe.generation.seed)
+
+
+def generate_plain(
+    model: LoadedModel, enc: dict[str, torch.Tensor], recipe: Recipe
+) -> torch.Tensor:
+    """The unsteered completion: plain transformers ``generate``, same seed and settings."""
+    seed_generation(recipe)
+    with torch.inference_mode():
+        return model.hf.generate(**enc, **generation_kwargs(recipe, model))

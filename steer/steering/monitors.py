@@ -1,0 +1,85 @@
+"""Monitor types: read feature activations during generation and report events.
+
+A monitor never changes the model. It sees the activations of the features it watches, read
+from the residual stream *after* every intervention at that site (what the model really
+carries), on the prompt pass and on every generated token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from steer.errors import SteerError
+from steer.plugins.registry import RegistryKind
+from steer.schema import first_error
+
+if TYPE_CHECKING:  # plugins load without torch: `steer --help` stays fast
+    import torch
+
+# observe(acts [batch, positions, features], spec) -> bool mask of the same shape: which
+# (position, feature) pairs are events.
+ObserveFn = Callable[["torch.Tensor", Any], "torch.Tensor"]
+
+
+@dataclass(frozen=True)
+class MonitorType:
+    """One kind of monitor.
+
+    Attributes:
+        name: what recipes write as a monitor's ``plugin:``.
+        observe: ``observe(acts, spec) -> mask``; ``acts`` has shape
+            ``[batch, positions, n_features]`` for the watched features (padding already
+            excluded by the engine), ``spec`` is the recipe's monitor entry
+            (:class:`steer.steering.recipe.MonitorSpec`) with this monitor's settings as
+            attributes (``spec.threshold``). Returns a boolean mask of the same shape; each
+            True is reported as an event. steer calls it everywhere a monitor is scored:
+            during generation and in ``steer monitor score``.
+        description: one line for ``steer plugins``.
+        settings: a pydantic model of the monitor's own settings, which recipes write as keys
+            of the monitor entry (``threshold: 5.0``); its defaults fill the keys a recipe
+            leaves out. ``None``: the monitor takes no settings.
+        monotone: ``observe`` never loses a hit when activations grow (true of a threshold
+            test). The engine may then screen with a cheap upper bound of the activations
+            (:meth:`steer.sae.base.SAE.encode_features_bound`) and encode exactly only where
+            the bound already fires; otherwise it encodes every position exactly.
+    """
+
+    name: str
+    observe: ObserveFn
+    description: str = ""
+    monotone: bool = False
+    settings: type[BaseModel] | None = None
+
+
+MONITORS: RegistryKind[MonitorType] = RegistryKind(
+    hook="steer_register_monitors",
+    kind="monitor",
+    expected=MonitorType,
+    callables=("observe",),
+    lookup="monitor plugin",
+)
+
+
+def monitor_settings(monitor: MonitorType, given: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """A monitor entry's settings (the keys beyond the common ones), checked against what
+    ``monitor`` declares and completed with its defaults; a problem is a one-line
+    :class:`SteerError` at ``where.KEY``."""
+    declared = monitor.settings.model_fields if monitor.settings is not None else {}
+    for key in given:
+        if key not in declared:
+            takes = ", ".join(declared) if declared else "no settings"
+            raise SteerError(
+                f"unknown key (monitor {monitor.name!r} takes: {takes})", where=f"{where}.{key}"
+            )
+    if monitor.settings is None:
+        return {}
+    try:
+        checked = monitor.settings.model_validate(given)
+    except ValidationError as exc:
+        at, message = first_error(exc)
+        raise SteerError(message, where=f"{where}.{at}") from None
+    return checked.model_dump()

@@ -1,0 +1,183 @@
+"""Turn a recipe's interventions and monitors into per-site edit plans for one batch.
+
+A *site* is one SAE attached at one layer. For a batch of prompts, each site gets the union of
+the features any step touches, and a list of operations, each applying to a subset of batch
+rows (prompts in one batch may carry different interventions). The per-token work then is:
+encode only those features, let each operation edit its rows, decode only the change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from steer.plugins.registry import registry
+from steer.sae.base import SAE
+from steer.steering.interventions import INTERVENTIONS, ApplyFn
+from steer.steering.monitors import MONITORS, MonitorType
+from steer.steering.recipe import MonitorSpec, Recipe, ResponseSpec
+
+
+def active_at(positions: str, step: int) -> bool:
+    """Whether a step acting on ``positions`` runs on generation step ``step``.
+
+    Step 0 is the prompt pass (every prompt token); step k >= 1 processes the k-th generated
+    token. ``generated`` therefore edits the residual stream of generated tokens, from the
+    first one on.
+    """
+    return positions == "all" or (positions == "prompt") == (step == 0)
+
+
+@dataclass
+class Operation:
+    """One intervention applied to some rows of a batch at one site."""
+
+    name: str
+    apply: ApplyFn
+    value: float | None
+    cols: torch.Tensor  # positions in the site's feature list
+    rows: torch.Tensor | None  # None: every row of the batch
+    positions: str
+
+
+@dataclass
+class Response:
+    """A monitor's conditional intervention: ``apply`` to ``features`` of a prompt from the
+    token where the monitor first fired on it."""
+
+    name: str
+    apply: ApplyFn
+    value: float | None
+    features: torch.Tensor  # SAE feature indices
+    decoder: torch.Tensor  # their W_dec rows, in the model's dtype
+
+
+@dataclass
+class Watch:
+    """One monitor (a named group of features) at one site; monitors watch every prompt.
+
+    ``fired`` is this batch's state: batch row -> ``(step, position)`` where the group first
+    fired on that row, which is where its action starts.
+    """
+
+    monitor: MonitorType
+    spec: MonitorSpec
+    label: str
+    features: torch.Tensor  # SAE feature indices
+    positions: str
+    response: Response | None = None
+    fired: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass
+class Site:
+    """An SAE at one layer, with what this batch does there."""
+
+    sae_id: str
+    sae: SAE
+    layer: int
+    features: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    decoder: torch.Tensor | None = None  # W_dec rows of `features`, in the model's dtype
+    operations: list[Operation] = field(default_factory=list)
+    watches: list[Watch] = field(default_factory=list)
+
+    def busy_at(self, step: int) -> bool:
+        return any(active_at(op.positions, step) for op in self.operations) or any(
+            active_at(w.positions, step) for w in self.watches
+        )
+
+
+def build_sites(
+    recipe: Recipe,
+    prompt_indices: list[int],
+    saes: dict[str, tuple[SAE, int]],
+    pm,
+    *,
+    dtype: torch.dtype,
+    device: str | torch.device,
+) -> list[Site]:
+    """The sites of one batch (the prompts ``prompt_indices`` of ``recipe``), in layer order.
+
+    ``saes`` maps an SAE id to the loaded SAE and its layer.
+    """
+    sites = {
+        sae_id: Site(sae_id=sae_id, sae=sae, layer=layer) for sae_id, (sae, layer) in saes.items()
+    }
+    features: dict[str, list[int]] = {sae_id: [] for sae_id in sites}
+
+    def columns(sae_id: str, feats: list[int]) -> torch.Tensor:
+        known = features[sae_id]
+        for f in feats:
+            if f not in known:
+                known.append(f)
+        return torch.tensor([known.index(f) for f in feats], dtype=torch.long, device=device)
+
+    # Group identical steps over the batch's rows, so a recipe-level intervention is one
+    # operation on every row rather than one per prompt.
+    grouped: dict[tuple, list[int]] = {}
+    specs: dict[tuple, object] = {}
+    for row, p in enumerate(prompt_indices):
+        for step in recipe.interventions_for(recipe.prompts[p]):
+            key = (step.sae, step.plugin, tuple(step.features), step.value, step.positions)
+            grouped.setdefault(key, []).append(row)
+            specs[key] = step
+    where = {id(step): path for path, step in recipe.steps()}
+    for key, rows in grouped.items():
+        step = specs[key]
+        kind = registry(pm, INTERVENTIONS).get(
+            step.plugin, where=where.get(id(step), "interventions")
+        )
+        every_row = len(rows) == len(prompt_indices)
+        sites[step.sae].operations.append(
+            Operation(
+                name=step.plugin,
+                apply=kind.apply,
+                value=step.value,
+                cols=columns(step.sae, list(step.features)),
+                rows=None if every_row else torch.tensor(rows, dtype=torch.long, device=device),
+                positions=step.positions,
+            )
+        )
+    for i, (spec, label) in enumerate(zip(recipe.monitors, recipe.group_names(), strict=True)):
+        kind = registry(pm, MONITORS).get(spec.plugin, where=f"monitors[{i}]")
+        site = sites[spec.sae]
+        site.watches.append(
+            Watch(
+                monitor=kind,
+                spec=spec,
+                label=label,
+                features=torch.tensor(spec.features, dtype=torch.long, device=device),
+                positions=spec.positions,
+                response=_response(spec, site.sae, pm, where=f"monitors[{i}].action", dtype=dtype),
+            )
+        )
+    for site in sites.values():
+        site.features = torch.tensor(features[site.sae_id], dtype=torch.long, device=device)
+        if site.operations:
+            site.decoder = (
+                site.sae.decoder_rows(site.features).detach().to(device=device, dtype=dtype)
+            )
+    busy = [s for s in sites.values() if s.operations or s.watches]
+    return sorted(busy, key=lambda s: s.layer)
+
+
+def _response(
+    spec: MonitorSpec, sae: SAE, pm, *, where: str, dtype: torch.dtype
+) -> Response | None:
+    action = spec.action
+    if not isinstance(action, ResponseSpec):
+        return None
+    kind = registry(pm, INTERVENTIONS).get(action.plugin, where=where)
+    features = torch.tensor(
+        action.features if action.features is not None else spec.features,
+        dtype=torch.long,
+        device=sae.device,
+    )
+    return Response(
+        name=action.plugin,
+        apply=kind.apply,
+        value=action.value,
+        features=features,
+        decoder=sae.decoder_rows(features).detach().to(dtype=dtype),
+    )

@@ -1,0 +1,92 @@
+"""TopK SAEs (Gao et al. 2024): TopK activation, an AuxK loss that lets dead latents learn
+what the live ones miss, and unit-norm decoder rows."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from steer.training.trainer import Trainer
+
+
+class _TopK(torch.autograd.Function):
+    """TopK encoder with a sparse backward pass.
+
+    Only k (+ k_aux) pre-activations per token receive gradient, so the encoder weight gradient
+    is a sparse-times-dense product (~17 ms) instead of a dense [B, d_sae] x [B, d_in] one
+    (~170 ms at B=2048 on one CPU core). Returns (values, indices, aux values, aux indices).
+    """
+
+    @staticmethod
+    def forward(ctx, xc, w_enc, b_enc, k, dead_idx, k_aux):
+        pre = torch.addmm(b_enc, xc, w_enc.t())
+        vals, idx = pre.topk(k, dim=1, sorted=False)
+        vals = vals.clamp_min(0)
+        if dead_idx is not None and len(dead_idx) and k_aux:
+            aux_vals, j = pre.index_select(1, dead_idx).topk(min(k_aux, len(dead_idx)), dim=1)
+            aux_idx, aux_vals = dead_idx[j], aux_vals.clamp_min(0)
+        else:
+            aux_vals, aux_idx = pre.new_zeros(len(xc), 0), idx.new_zeros(len(xc), 0)
+        ctx.save_for_backward(xc, w_enc, idx, vals, aux_idx, aux_vals)
+        ctx.mark_non_differentiable(idx, aux_idx)
+        return vals, idx, aux_vals, aux_idx
+
+    @staticmethod
+    def backward(ctx, g_vals, _g_idx, g_aux, _g_aux_idx):
+        xc, w_enc, idx, vals, aux_idx, aux_vals = ctx.saved_tensors
+        g = torch.cat([g_vals * (vals > 0), g_aux * (aux_vals > 0)], dim=1)
+        cols = torch.cat([idx, aux_idx], dim=1)
+        rows = torch.arange(len(xc)).repeat_interleave(cols.shape[1])
+        sparse = torch.sparse_coo_tensor(
+            torch.stack([cols.flatten(), rows]),
+            g.flatten(),
+            (w_enc.shape[0], len(xc)),
+            check_invariants=False,  # indices are in range by construction
+        )
+        grad_w = torch.sparse.mm(sparse, xc)
+        grad_b = torch.zeros(w_enc.shape[0]).index_add_(0, cols.flatten(), g.flatten())
+        grad_x = F.embedding_bag(cols, w_enc, per_sample_weights=g, mode="sum")
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+class TopKTrainer(Trainer):
+    """TopK training in the scaled space; decoder rows stay unit-norm."""
+
+    architecture = "topk"
+    decoder_init_norm = 1.0
+
+    def train_step(self, raw: torch.Tensor) -> dict[str, float]:
+        cfg, p = self.cfg, self.params
+        x = raw * self.scale
+        dead = (self.since_fired >= cfg.dead_tokens).nonzero().flatten()
+        k_aux = cfg.k_aux or self.d_in // 2
+        vals, idx, aux_vals, aux_idx = _TopK.apply(
+            x - p["b_dec"], p["W_enc"], p["b_enc"], cfg.k, dead, k_aux
+        )
+        recon = F.embedding_bag(idx, p["W_dec"], per_sample_weights=vals, mode="sum") + p["b_dec"]
+        total_var = (x - x.mean(0)).pow(2).sum()
+        err = recon - x
+        fvu = err.pow(2).sum() / total_var
+        loss = fvu
+        if aux_idx.shape[1]:
+            # AuxK: dead latents learn to explain what the live ones miss (Gao et al. 2024).
+            e_hat = F.embedding_bag(aux_idx, p["W_dec"], per_sample_weights=aux_vals, mode="sum")
+            aux = (e_hat + err.detach()).pow(2).sum() / total_var
+            loss = loss + cfg.auxk_coef * min(1.0, len(dead) / k_aux) * aux
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        with torch.no_grad():
+            # Drop the gradient along each decoder row: only its direction may change.
+            w, g = p["W_dec"], p["W_dec"].grad
+            g -= (g * w).sum(1, keepdim=True) * w
+            self._apply_gradients()
+            w /= w.norm(dim=1, keepdim=True).clamp_min(1e-8)
+            self._record_firing(torch.bincount(idx[vals > 0], minlength=cfg.d_sae), len(x))
+        self.step += 1
+        self.last_metrics = {
+            "loss": loss.item(),
+            "ev": 1.0 - fvu.item(),
+            "l0": float((vals > 0).sum(1).float().mean()),
+            "dead": len(dead) / cfg.d_sae,
+        }
+        return self.last_metrics

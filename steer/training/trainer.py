@@ -1,0 +1,127 @@
+"""The training state every SAE architecture shares, and the initialisation it starts from."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from steer.training.config import TrainConfig
+
+
+class Trainer:
+    """What every architecture's trainer shares: parameters in a scaled space (inputs at mean
+    norm sqrt(d_in), so one learning rate fits every model), Adam with warm-up, decay and
+    clipping, dead-feature clocks, feature density, and an exact state to resume from.
+
+    Parameters: W_enc [d_sae, d_in] (rows), W_dec [d_sae, d_in], b_enc, b_dec. Subclasses set
+    ``architecture`` and ``decoder_init_norm`` and implement ``train_step(raw) -> metrics``.
+    """
+
+    architecture = ""
+    decoder_init_norm = 1.0
+
+    def __init__(self, cfg: TrainConfig, d_in: int, sample: torch.Tensor):
+        self.cfg, self.d_in = cfg, d_in
+        gen = torch.Generator().manual_seed(cfg.seed)
+        self.scale = math.sqrt(d_in) / float(sample.norm(dim=-1).mean())
+        w_dec = torch.randn(cfg.d_sae, d_in, generator=gen)
+        w_dec /= w_dec.norm(dim=1, keepdim=True)
+        w_dec *= self.decoder_init_norm
+        self.params = {
+            "W_enc": torch.nn.Parameter(w_dec.clone()),  # tied init (Gao et al.)
+            "b_enc": torch.nn.Parameter(torch.zeros(cfg.d_sae)),
+            "W_dec": torch.nn.Parameter(w_dec),
+            # The geometric median is a robust centre: far-off tokens cannot drag it.
+            "b_dec": torch.nn.Parameter(geometric_median(sample * self.scale)),
+        }
+        self.opt = torch.optim.Adam(self.params.values(), lr=cfg.lr)
+        self.since_fired = torch.zeros(cfg.d_sae, dtype=torch.long)
+        self.fire_counts = torch.zeros(cfg.d_sae, dtype=torch.long)
+        self.count_tokens = 0
+        self.step = 0
+        self.last_metrics: dict[str, float] = {}
+
+    def lr_at(self, step: int) -> float:
+        total = self.cfg.total_steps
+        warm = max(1, int(total * self.cfg.warmup_frac))
+        decay_start = int(total * (1 - self.cfg.decay_frac))
+        factor = min(1.0, (step + 1) / warm)
+        if step >= decay_start:
+            factor *= max(0.0, (total - step) / max(1, total - decay_start))
+        return self.cfg.lr * factor
+
+    def _apply_gradients(self) -> None:
+        """Clip, set this step's learning rate, and take the Adam step (under no_grad)."""
+        torch.nn.utils.clip_grad_norm_(self.params.values(), self.cfg.grad_clip)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        self.opt.step()
+
+    def _record_firing(self, fired: torch.Tensor, n_tokens: int) -> None:
+        """Dead-feature clocks and, over the last quarter of training, feature density."""
+        self.since_fired += n_tokens
+        self.since_fired[fired > 0] = 0
+        if self.step >= int(self.cfg.total_steps * 0.75):
+            self.fire_counts += fired
+            self.count_tokens += n_tokens
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "params": {n: t.detach().clone() for n, t in self.params.items()},
+            "opt": self.opt.state_dict(),
+            "since_fired": self.since_fired,
+            "fire_counts": self.fire_counts,
+            "count_tokens": self.count_tokens,
+            "step": self.step,
+            "scale": self.scale,
+            "metrics": self.last_metrics,
+            "rng": torch.get_rng_state(),
+        }
+
+    def load(self, state: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for n, t in state["params"].items():
+                self.params[n].copy_(t)
+        self.opt.load_state_dict(state["opt"])
+        self.since_fired = state["since_fired"]
+        self.fire_counts = state["fire_counts"]
+        self.count_tokens = state["count_tokens"]
+        self.step, self.scale = state["step"], state["scale"]
+        self.last_metrics = state["metrics"]
+        torch.set_rng_state(state["rng"])
+
+    def raw_weights(self) -> dict[str, torch.Tensor]:
+        """SAELens weights that act on raw activations: the features come out divided by the
+        scale, so W_enc and the unit-norm W_dec stay as trained and only the biases change."""
+        p = {n: t.detach() for n, t in self.params.items()}
+        return {
+            "W_enc": p["W_enc"].t().contiguous(),
+            "b_enc": p["b_enc"] / self.scale,
+            "W_dec": p["W_dec"].clone(),
+            "b_dec": p["b_dec"] / self.scale,
+        }
+
+    def log10_density(self) -> torch.Tensor:
+        return torch.log10(self.fire_counts.double() / max(1, self.count_tokens) + 1e-10).float()
+
+    def extra_metadata(self) -> dict[str, Any]:
+        """Architecture-specific facts for the saved SAE's metadata."""
+        return {}
+
+    def train_step(self, raw: torch.Tensor) -> dict[str, float]:
+        """One optimizer step on a batch of raw activations; returns its metrics."""
+        raise NotImplementedError
+
+
+def geometric_median(x: torch.Tensor, iters: int = 30, eps: float = 1e-6) -> torch.Tensor:
+    """Weiszfeld's algorithm: the point minimising the summed distances to the rows of ``x``."""
+    y = x.mean(0)
+    for _ in range(iters):
+        w = 1.0 / (x - y).norm(dim=1).clamp_min(eps)
+        y_new = (w[:, None] * x).sum(0) / w.sum()
+        if (y_new - y).norm() < eps * (1 + y.norm()):
+            return y_new
+        y = y_new
+    return y

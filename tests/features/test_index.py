@@ -1,0 +1,188 @@
+"""``steer features index``: the statistics and top contexts match a brute-force pass, a
+killed build resumes to the same result, and bad input is one line with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pytest
+import torch
+from support.feature_index import CORPUS, D_SAE, build_small_index
+from support.sae_factory import make_sae
+
+from steer.corpus.windows import build_windows
+from steer.errors import SteerError
+from steer.features.encode import BatchEncoder
+from steer.features.index import HIST_EDGES, build_index, output_logits, token_strings
+from steer.features.store import FeatureIndex
+from steer.sae import save_sae
+
+
+def _table(path, sql):
+    con = sqlite3.connect(path)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_statistics_and_contexts_match_brute_force(tmp_path, tiny_model):
+    folder, sae, data, result = build_small_index(tmp_path, tiny_model, context_tokens=10)
+    assert result.status == "built"
+    windows = build_windows(tiny_model.tokenizer, [str(data)], ctx_len=32).long()
+    encoder = BatchEncoder(tiny_model, sae)
+    acts = torch.cat([encoder(windows[i : i + 3])[0] for i in range(0, len(windows), 3)])
+    flat = acts.reshape(-1, D_SAE)
+    n_tokens = encoder.stats.kept
+
+    with FeatureIndex.open(folder) as index:
+        assert index.complete and index.d_sae == D_SAE
+        assert index.meta["tokens_indexed"] == n_tokens
+        assert index.meta["windows_done"] == len(windows)
+        alive = 0
+        for f in range(D_SAE):
+            rec = index.feature(f)
+            fired = flat[:, f] > 0
+            assert rec.n_fired == int(fired.sum())
+            assert rec.density == pytest.approx(int(fired.sum()) / n_tokens)
+            assert rec.max_act == pytest.approx(float(flat[:, f].max()), abs=1e-3)
+            if fired.any():
+                alive += 1
+                assert rec.mean_act == pytest.approx(float(flat[fired, f].mean()), abs=1e-3)
+            assert sum(rec.hist) == rec.n_fired
+            # Best windows: one context per window, at the window's max token.
+            per_window = acts[:, :, f].max(dim=1).values
+            expected = per_window[per_window > 0].sort(descending=True).values[:4]
+            got = torch.tensor([c.act for c in rec.contexts])
+            assert torch.allclose(got, expected, atol=1e-3)
+            for c in rec.contexts:
+                assert c.acts[c.focus] == pytest.approx(c.act, abs=0.01)
+                assert max(c.acts) == pytest.approx(c.act, abs=0.01)
+                assert len(c.tokens) == len(c.acts) == 10
+        assert alive > D_SAE // 2  # the test means something only if most features fire
+
+
+def test_context_tokens_are_the_corpus_text_around_the_max(tmp_path, tiny_model):
+    folder, *_ = build_small_index(tmp_path, tiny_model, context_tokens=12)
+    with FeatureIndex.open(folder) as index:
+        rec = next(index.feature(f) for f in range(D_SAE) if index.feature(f).contexts)
+    text = "".join(rec.contexts[0].tokens)
+    # A window of the packed corpus, read back from the index, is a slice of the corpus (the
+    # separator between documents reads as the eos token).
+    pieces = [p for p in text.split("<|im_end|>") if p.strip()]
+    flat_corpus = CORPUS.replace("\n\n", "")
+    assert pieces and all(p.strip() in flat_corpus * 2 for p in pieces)
+
+
+def test_histogram_bins_are_the_recorded_log_edges(tmp_path, tiny_model):
+    folder, sae, data, _ = build_small_index(tmp_path, tiny_model)
+    windows = build_windows(tiny_model.tokenizer, [str(data)], ctx_len=32).long()
+    encoder = BatchEncoder(tiny_model, sae)
+    acts = torch.cat([encoder(windows[i : i + 3])[0] for i in range(0, len(windows), 3)])
+    with FeatureIndex.open(folder) as index:
+        assert index.meta["hist_edges"] == HIST_EDGES
+        f = max(range(D_SAE), key=lambda i: index.feature(i).n_fired)
+        vals = acts[..., f][acts[..., f] > 0]
+        inner = torch.tensor(HIST_EDGES[1:-1])
+        expected = torch.bincount(torch.bucketize(vals, inner), minlength=len(HIST_EDGES) - 1)
+        assert index.feature(f).hist == expected.tolist()
+
+
+def test_a_killed_build_resumes_to_the_same_index(tmp_path, tiny_model):
+    fresh_dir = tmp_path / "fresh"
+    fresh_dir.mkdir()
+    *_, fresh = build_small_index(fresh_dir, tiny_model)
+    part_dir = tmp_path / "part"
+    part_dir.mkdir()
+    *_, partial = build_small_index(part_dir, tiny_model, stop_after=5, flush_every=2)
+    assert partial.status == "partial"
+    assert partial.path.name == "features.sqlite.partial"
+    assert not (part_dir / "sae" / "features.sqlite").exists()
+    meta = dict(_table(partial.path, "SELECT key, value FROM meta"))
+    assert json.loads(meta["status"]) == "partial"
+    assert json.loads(meta["windows_done"]) == 6  # batches of 3 windows
+    with pytest.raises(SteerError, match="not finished"):
+        FeatureIndex.open(part_dir / "sae")
+
+    *_, resumed = build_small_index(part_dir, tiny_model)
+    assert resumed.status == "resumed"
+    assert not partial.path.exists()
+    for sql in ("SELECT * FROM features ORDER BY id", "SELECT * FROM contexts ORDER BY 1, 2"):
+        assert _table(resumed.path, sql) == _table(fresh.path, sql)
+    tables = {name for (name,) in _table(resumed.path, "SELECT name FROM sqlite_master")}
+    assert "resume" not in tables
+
+
+def test_rerun_is_up_to_date_and_a_mismatch_is_refused(tmp_path, tiny_model):
+    build_small_index(tmp_path, tiny_model)
+    *_, again = build_small_index(tmp_path, tiny_model)
+    assert again.status == "up-to-date"
+    with pytest.raises(SteerError, match=r"different top_k; pass --rebuild"):
+        build_small_index(tmp_path, tiny_model, top_k=3)
+    *_, rebuilt = build_small_index(tmp_path, tiny_model, top_k=3, rebuild=True)
+    assert rebuilt.status == "built"
+    with FeatureIndex.open(tmp_path / "sae") as index:
+        assert index.meta["top_k"] == 3
+
+
+def test_db_option_builds_elsewhere(tmp_path, tiny_model):
+    db = tmp_path / "deep" / "folder" / "f.sqlite"
+    folder, *_ = build_small_index(tmp_path, tiny_model, db=db)
+    assert db.is_file() and not (folder / "features.sqlite").exists()
+    with FeatureIndex.open(db) as index:
+        assert index.d_sae == D_SAE
+
+
+def test_output_logits_go_through_the_final_norm_weight(tiny_model):
+    sae = make_sae("topk", d_in=tiny_model.d_model, d_sae=8, k=2, layer=2, seed=3)
+    hf = tiny_model.hf
+    vocab = token_strings(tiny_model.tokenizer, hf.get_output_embeddings().weight.shape[0])
+    norm = hf.model.norm.weight
+    saved = norm.detach().clone()
+    try:
+        with torch.no_grad():
+            norm.copy_(torch.linspace(0.1, 3.0, norm.numel()))
+        top, bottom = output_logits(sae, tiny_model, vocab, n=5)
+        w_u = hf.get_output_embeddings().weight.detach()
+        logits = (sae.W_dec.detach() * norm.detach()) @ w_u.T
+    finally:
+        with torch.no_grad():
+            norm.copy_(saved)
+    for f in range(8):
+        want = logits[f].topk(5).indices.tolist()
+        assert [t for t, _ in top[f]] == [vocab[i] for i in want]
+        assert top[f][0][1] == pytest.approx(float(logits[f].max()), abs=0.006)
+        assert bottom[f][0][1] == pytest.approx(float(logits[f].min()), abs=0.006)
+    plain = sae.W_dec.detach() @ w_u.T
+    assert any(
+        plain[f].topk(5).indices.tolist() != logits[f].topk(5).indices.tolist() for f in range(8)
+    )
+
+
+def test_empty_data_file_is_refused(tmp_path, tiny_model):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    sae = make_sae("topk", d_in=tiny_model.d_model, d_sae=8, k=2, layer=2)
+    save_sae(sae, tmp_path / "sae")
+    with pytest.raises(SteerError, match="empty"):
+        build_index(tiny_model, sae, tmp_path / "sae", [empty], progress=False)
+
+
+def test_a_build_killed_before_its_first_flush_starts_again(tmp_path, tiny_model, monkeypatch):
+    from steer.features.index import RunningIndex
+
+    original = RunningIndex.update
+
+    def interrupted(self, ids, acts):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunningIndex, "update", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_small_index(tmp_path, tiny_model)
+    work = tmp_path / "sae" / "features.sqlite.partial"
+    assert work.is_file()
+    monkeypatch.setattr(RunningIndex, "update", original)
+    *_, result = build_small_index(tmp_path, tiny_model)
+    assert result.status == "built" and not work.exists()
+    assert result.windows == result.meta["windows_total"]

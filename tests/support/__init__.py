@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: the tiny model, SAE factories, CLI runners."""
