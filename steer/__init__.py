@@ -36,9 +36,9 @@ _EXPORTS = {
     "load_sae": "steer.sae",
     "save_sae": "steer.sae",
     # training
-    "TrainConfig": "steer.training",
-    "train_sae": "steer.training",
-    "evaluate_sae": "steer.training",
+    "TrainConfig": "steer.training.config",
+    "train_sae": "steer.training.run",
+    "evaluate_sae": "steer.training.evaluate",
     # pinpointing
     "load_pinpoint_recipe": "steer.pinpoint",
     "Pinpointer": "steer.pinpoint",

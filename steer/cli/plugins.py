@@ -35,8 +35,12 @@ def plugins(debug: bool = debug_option()) -> None:
                 else f"{kind.kind} {name}"
             )
             provided.setdefault(entry.plugin, []).append(line)
+    # Adding commands to a scratch app finds the plugins that fail there (main() skipped them).
+    pm.register_commands(typer.Typer())
+    failed = {f.name for f in pm.failures}
     for impl in pm.hook.steer_register_commands.get_hookimpls():
-        provided.setdefault(impl.plugin_name, []).append("commands")
+        if impl.plugin_name not in failed:
+            provided.setdefault(impl.plugin_name, []).append("commands")
     table = Table(show_lines=False)
     table.add_column("plugin")
     table.add_column("module")
@@ -50,5 +54,6 @@ def plugins(debug: bool = debug_option()) -> None:
     Console().print(table)
     for failure in pm.failures:
         err_console.print(
-            f"[red]failed to load[/red] {failure.name} ({failure.target}): {failure.error}"
+            f"[red]failed to load[/red] {failure.name} ({failure.target}): {failure.error}",
+            soft_wrap=True,  # one line per plugin, whatever the terminal's width
         )

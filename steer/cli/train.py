@@ -39,8 +39,8 @@ def train(
     **settings: Any,
 ) -> None:
     """Train an SAE (topk or standard) from a YAML recipe or flags (checkpoints; --resume)."""
-    from steer.training import train_sae
     from steer.training.recipe import load_train_recipe, parse_train_recipe, resolve_paths
+    from steer.training.run import train_sae
 
     overrides = _overrides(settings)
     # Paths on the command line are relative to the working directory, not the recipe.

@@ -8,12 +8,8 @@
   the optimisation, per architecture.
 * :mod:`~steer.training.run`: one run in named steps, :func:`train_sae`.
 * :mod:`~steer.training.evaluate`: reconstruction and downstream-loss metrics.
+
+Nothing is imported here: ``steer train`` reads the settings (:mod:`~steer.training.config`)
+to build its flags, and that must not load torch. The public names are ``steer.TrainConfig``,
+``steer.train_sae`` and ``steer.evaluate_sae``.
 """
-
-from __future__ import annotations
-
-from steer.training.config import TrainConfig
-from steer.training.evaluate import evaluate_sae
-from steer.training.run import TrainingRun, train_sae
-
-__all__ = ["TrainConfig", "TrainingRun", "evaluate_sae", "train_sae"]

@@ -14,7 +14,8 @@ from support.sae_factory import make_sae
 from steer.corpus.windows import build_windows
 from steer.errors import SteerError
 from steer.features.encode import BatchEncoder
-from steer.features.index import HIST_EDGES, build_index, output_logits, token_strings
+from steer.features.index import HIST_EDGES, build_index
+from steer.features.logits import output_logits, token_strings
 from steer.features.store import FeatureIndex
 from steer.sae import save_sae
 
@@ -170,7 +171,7 @@ def test_empty_data_file_is_refused(tmp_path, tiny_model):
 
 
 def test_a_build_killed_before_its_first_flush_starts_again(tmp_path, tiny_model, monkeypatch):
-    from steer.features.index import RunningIndex
+    from steer.features.running import RunningIndex
 
     original = RunningIndex.update
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 import types
 
 import pytest
 import torch
+from support.plugin_project import pip_install, write_plugin_project
 
 from steer.errors import SteerError
 from steer.plugins.hookspecs import hookimpl
@@ -41,55 +41,12 @@ def test_builtin_semantics(pm, name, value, expected):
     assert acts.tolist() == [[1.0, 0.0]]  # not modified in place
 
 
-def _write_plugin_project(root, module_source: str, entry_point: str, module: str):
-    (root / f"{module}.py").write_text(textwrap.dedent(module_source))
-    (root / "pyproject.toml").write_text(
-        textwrap.dedent(
-            f"""
-            [build-system]
-            requires = ["setuptools>=61"]
-            build-backend = "setuptools.build_meta"
-
-            [project]
-            name = "steer-{module}"
-            version = "0.1"
-
-            [tool.setuptools]
-            py-modules = ["{module}"]
-
-            [project.entry-points.steer]
-            {entry_point}
-            """
-        )
-    )
-
-
-def _pip_install(project, target):
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            "--target",
-            str(target),
-            str(project),
-        ],
-        check=True,
-        capture_output=True,
-    )
-
-
 @pytest.fixture
 def installed_plugin(tmp_path, monkeypatch):
     """A third-party plugin installed with pip: a module plus one entry-point line."""
     project = tmp_path / "project"
     project.mkdir()
-    _write_plugin_project(
+    write_plugin_project(
         project,
         """
         import torch
@@ -106,7 +63,7 @@ def installed_plugin(tmp_path, monkeypatch):
         "myplugin",
     )
     target = tmp_path / "site"
-    _pip_install(project, target)
+    pip_install(project, target)
     monkeypatch.syspath_prepend(str(target))
     return target
 
@@ -138,10 +95,10 @@ def test_third_party_plugin_installed_with_pip_is_used_from_a_recipe(
 def test_a_plugin_that_fails_to_import_is_reported_and_skipped(tmp_path, monkeypatch, caplog):
     project = tmp_path / "project"
     project.mkdir()
-    _write_plugin_project(
+    write_plugin_project(
         project, "raise ImportError('needs libfoo')\n", 'broken = "brokenplugin"', "brokenplugin"
     )
-    _pip_install(project, tmp_path / "site")
+    pip_install(project, tmp_path / "site")
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     pm = get_plugin_manager()
     assert [f.name for f in pm.failures] == ["broken"]
