@@ -122,6 +122,28 @@ def test_the_public_api_names_resolve():
         assert getattr(steer, name) is not None, name
 
 
+def test_no_module_reaches_into_private_state():
+    # `obj._name` on anything but self/cls, or importing a `_name` from another module.
+    wrong = []
+    for path in modules(PACKAGE) + modules(BUILTIN_PLUGINS):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+                owner = node.value
+                if node.attr.startswith("__") or (
+                    isinstance(owner, ast.Name) and owner.id in ("self", "cls")
+                ):
+                    continue
+                wrong.append(f"{path.relative_to(REPO)}:{node.lineno} .{node.attr}")
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("steer"):
+                wrong += [
+                    f"{path.relative_to(REPO)}:{node.lineno} imports {a.name}"
+                    for a in node.names
+                    if a.name.startswith("_")
+                ]
+    assert wrong == [], wrong
+
+
 def test_modules_are_small():
     big = [
         f"{p.relative_to(REPO)}: {n} lines"

@@ -1,5 +1,5 @@
 """Pieces every ``steer`` CLI module shares: the ``--debug`` option, the stderr console, and
-prefixing errors with the file they came from. Subcommand modules (``cli_*.py``) import from
+prefixing errors with the file they came from. Command modules (``steer/cli/*.py``) import from
 here, never from :mod:`steer.cli`, so that ``cli`` can import them without a cycle."""
 
 from __future__ import annotations
@@ -11,10 +11,16 @@ import typer
 from rich.console import Console
 
 from steer.errors import SteerError
+from steer.model import DEFAULT_MODEL
 
 DEBUG_FLAG = "--debug"
 
 err_console = Console(stderr=True)
+
+
+def model_option(help: str = "Model the SAE belongs to.") -> str:
+    """The ``--model`` option of the commands that read an SAE's model."""
+    return typer.Option(DEFAULT_MODEL, "--model", help=help)
 
 
 def debug_option() -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from steer.cli.common import debug_option, err_console
+from steer.cli.common import debug_option, err_console, model_option
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
 SAE_ARG = typer.Argument(..., metavar="SAE", help="Builtin SAE name or SAE folder.")
 DB_OPTION = typer.Option(None, "--db", help="Index file (default: features.sqlite in the SAE).")
-MODEL_OPTION = typer.Option("smollm2-135m-instruct", help="Model the SAE belongs to.")
+MODEL_OPTION = model_option()
 
 
 def _check_data_files(data: list[Path]) -> None:

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from steer.cli.common import debug_option, err_console
+from steer.cli.common import debug_option, err_console, model_option
 from steer.errors import SteerError
 
 SOURCES = ("manual", "contrast", "auto")
@@ -110,7 +110,7 @@ def contrast(
     neg: Path = typer.Option(..., "--neg", help="Negative texts: one per line, or JSONL text."),
     top: int = typer.Option(20, "--top", min=1, help="How many features to show."),
     max_texts: int | None = typer.Option(None, "--max-texts", min=1, help="Texts per set."),
-    model: str = typer.Option("smollm2-135m-instruct", help="Model the SAE belongs to."),
+    model: str = model_option(),
     ctx_len: int = typer.Option(128, "--ctx-len", min=2, help="Tokens read per text."),
     batch: int = typer.Option(8, "--batch", min=1, help="Texts per forward pass."),
     save_labels_prefix: str | None = typer.Option(

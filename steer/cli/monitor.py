@@ -88,14 +88,16 @@ def score(
         payload = {"recipe": str(recipe_path), "input": str(input_path), "n_texts": len(rows)}
         typer.echo(json.dumps({**payload, "groups": summary, "texts": records}, indent=2))
         return
-    _print_table(rows, summary, input_path, show)
+    _print_table(rows, groups, summary, input_path, show)
     if out is not None:
         typer.echo(f"wrote {len(records)} lines to {out}")
 
 
-def _print_table(rows, summary, input_path: Path, show: int) -> None:
+def _print_table(rows, groups, summary, input_path: Path, show: int) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from steer.steering.monitors import describe_monitor
 
     names = [g["name"] for g in summary]
     # Highest first (by the largest group score), so triage sees what fired first.
@@ -111,23 +113,10 @@ def _print_table(rows, summary, input_path: Path, show: int) -> None:
     console = Console()
     if show:
         console.print(table)
-    for g in summary:
+    for g, counts in zip(groups, summary, strict=True):
         console.print(
-            f"{g['name']}: {g['n_fired']}/{len(rows)} texts fired ({_describe(g)}; "
-            f"{len(g['features'])} features of SAE {g['sae']})",
+            f"{g.name}: {counts['n_fired']}/{len(rows)} texts fired "
+            f"({describe_monitor(g.monitor.name, g.settings)}; "
+            f"{len(g.features)} features of SAE {g.sae})",
             highlight=False,
         )
-
-
-def _describe(group: dict) -> str:
-    """A group's monitor and settings in words: ``above 5`` for the built-in threshold."""
-    settings = {k: v for k, v in group.items() if k not in _GROUP_KEYS}
-    if group["monitor"] == "threshold":
-        return f"above {settings['threshold']:g}"
-    shown = ", ".join(
-        f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in settings.items()
-    )
-    return f"monitor {group['monitor']}" + (f": {shown}" if shown else "")
-
-
-_GROUP_KEYS = ("name", "sae", "features", "monitor", "n_fired")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from steer.cli.common import debug_option
+from steer.cli.common import debug_option, model_option
 from steer.errors import SteerError
 from steer.io import check_text_file
 
@@ -48,7 +48,7 @@ def train(
     out: Path = typer.Option(..., "--out", help="Probe file (.safetensors or .json)."),
     pooling: str = typer.Option("mean", help="Pool positions per text: mean or max."),
     l2: float = typer.Option(1e-3, "--l2", min=0.0, help="L2 penalty on standardised weights."),
-    model: str = typer.Option("smollm2-135m-instruct", help="Model to read."),
+    model: str = model_option("Model to read."),
     max_texts: int | None = typer.Option(None, "--max-texts", min=1, help="Texts per set."),
     ctx_len: int = typer.Option(128, "--ctx-len", min=2, help="Tokens read per text."),
     batch: int = typer.Option(8, "--batch", min=1, help="Texts per forward pass."),

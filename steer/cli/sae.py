@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from steer.cli.common import debug_option
+from steer.cli.common import debug_option, model_option
 
 
 def register(app: typer.Typer) -> None:
@@ -40,7 +40,7 @@ def sae_list(debug: bool = debug_option()) -> None:
 def sae_eval(
     sae: str = typer.Argument(..., help="Builtin SAE name or SAE folder."),
     data: list[Path] = typer.Option(..., "--data", help="Text files (txt, JSONL, chat JSON)."),
-    model: str = typer.Option("smollm2-135m-instruct", help="Model the SAE belongs to."),
+    model: str = model_option(),
     max_tokens: int = typer.Option(50_000, min=128, help="Tokens for reconstruction metrics."),
     ce_tokens: int = typer.Option(16_384, min=128, help="Tokens for the loss metrics."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),

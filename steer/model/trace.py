@@ -72,7 +72,9 @@ def block_path(model: Any, layer: int) -> str:
 def final_norm_weight(model: Any) -> torch.Tensor | None:
     """The elementwise weight of the norm before the unembedding, or ``None``."""
     norm = getattr(model.lm, "final_norm", None)
-    weight = getattr(norm._module, "weight", None) if norm is not None else None
+    if norm is None:
+        return None
+    weight = getattr(model.hf.get_submodule(norm.path.removeprefix("model.")), "weight", None)
     return weight.detach().float() if isinstance(weight, torch.Tensor) else None
 
 

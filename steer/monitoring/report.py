@@ -22,6 +22,7 @@ from typing import Any
 from steer.errors import SteerError
 from steer.html import esc, shown_token
 from steer.io import atomic_write_text, check_writable
+from steer.steering.monitors import describe_monitor
 from steer.steering.recipe import MonitorSpec, Recipe
 from steer.steering.results import PromptResult, RunResults
 
@@ -200,7 +201,7 @@ def _group_table(results: Sequence[PromptResult], groups: list[Group]) -> str:
         features = ", ".join(str(f) for f in g.spec.features)
         rows.append(
             f"<tr><td>{esc(g.name)}</td><td>{esc(features)}</td>"
-            f"<td>{esc(monitor_text(g.spec))}</td><td>{esc(g.spec.action_name)}</td>"
+            f"<td>{esc(describe_monitor(g.spec.plugin, g.spec.settings))}</td><td>{esc(g.spec.action_name)}</td>"
             f'<td class="num">{sum(1 for e in events if e)}</td>'
             f'<td class="num">{sum(len(e) for e in events)}</td></tr>'
         )
@@ -208,16 +209,6 @@ def _group_table(results: Sequence[PromptResult], groups: list[Group]) -> str:
         '<table class="groups"><tr><th>group</th><th>features</th><th>monitor</th>'
         "<th>action</th><th>fired on prompts</th><th>events</th></tr>" + "".join(rows) + "</table>"
     )
-
-
-def monitor_text(spec: MonitorSpec) -> str:
-    """A monitor and its settings in a few words: ``threshold 5``, ``band low 1, high 3``."""
-    shown = ", ".join(
-        f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in spec.settings.items()
-    )
-    if list(spec.settings) == [spec.plugin]:  # the built-in threshold: "threshold 5"
-        return shown
-    return f"{spec.plugin} {shown}".strip()
 
 
 def _selector(groups: list[Group]) -> str:

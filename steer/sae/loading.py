@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from steer.model import DEFAULT_MODEL
 from steer.sae.sources import sae_folder
-
-DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 def load_sae_only(name_or_path: str | Path, *, device: str = "cpu") -> tuple[Path, Any]:

@@ -83,3 +83,14 @@ def monitor_settings(monitor: MonitorType, given: dict[str, Any], *, where: str)
         at, message = first_error(exc)
         raise SteerError(message, where=f"{where}.{at}") from None
     return checked.model_dump()
+
+
+def describe_monitor(plugin: str, settings: dict[str, Any]) -> str:
+    """A monitor and its settings in a few words, for tables and summaries: ``threshold 5``
+    (a setting named like its plugin reads alone), ``band low 1, high 3``."""
+    shown = ", ".join(
+        f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in settings.items()
+    )
+    if list(settings) == [plugin]:
+        return shown
+    return f"{plugin} {shown}".strip()
