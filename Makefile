@@ -42,7 +42,7 @@ test: browser setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check steer plugins tests bench
+	$(VENV)/bin/ruff format --check steer plugins tests bench experiments
 
 bench: setup
 	$(PY) bench/generation.py

@@ -1,7 +1,7 @@
 """SAE feature activations of texts, position by position, the way training saw them.
 
 The model runs up to the SAE's layer (nnsight, stopped early, under ``inference_mode``; see
-:func:`steer.activations.layer_output`). Positions training left out -- special tokens,
+:func:`steer.model.trace.layer_output`). Positions training left out -- special tokens,
 position 0 of each sequence (the attention sink) and norm outliers -- are not encoded: their
 activations are all zero and ``keep`` is false there.
 """

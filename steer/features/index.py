@@ -6,7 +6,7 @@ its mean activation over the tokens it fires on, its max, a histogram of its act
 fixed log-spaced bins, and the output tokens its decoder direction promotes and suppresses.
 
 The corpus is cut into token windows exactly as training and evaluation cut it
-(:func:`steer.activations.build_windows`, seeded), encoded batch by batch, and folded into
+(:func:`steer.corpus.windows.build_windows`, seeded), encoded batch by batch, and folded into
 running per-feature statistics (:class:`steer.features.running.RunningIndex`).
 
 The index is SQLite (schema in :mod:`steer.features.store`, written by

@@ -8,7 +8,7 @@ term stays untouched, exactly as the steering engine edits features.
 
 Prompts are grouped into *buckets* of equal token length, so no padding (and no attention
 mask) is needed and the last position is the same for every row. Nodes are only edited at kept
-positions (:func:`steer.activations.keep_mask`): never position 0 (the attention sink, norm
+positions (:func:`steer.model.positions.keep_mask`): never position 0 (the attention sink, norm
 ~30,000 on SmolLM2), special tokens or norm outliers.
 """
 

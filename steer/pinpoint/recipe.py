@@ -1,8 +1,8 @@
 """The pinpoint recipe: which model and SAEs, which prompts, which metric, how to attribute.
 
 Parsed into a frozen pydantic model with ``extra="forbid"``, like steering recipes
-(:mod:`steer.recipe`), with the same one-line errors (``metric.logit_diff.foil: required field
-is missing``). SAEs are named with the steering recipe's :class:`~steer.recipe.SAESpec`.
+(:mod:`steer.steering.recipe`), with the same one-line errors (``metric.logit_diff.foil: required field
+is missing``). SAEs are named with the steering recipe's :class:`~steer.steering.recipe.SAESpec`.
 Parsing never loads the model; that targets are single tokens is checked once the tokenizer is
 loaded (:func:`steer.pinpoint.metric.resolve_metric`).
 """

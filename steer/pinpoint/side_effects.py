@@ -1,6 +1,6 @@
 """Side effects of an edit: next-token loss on unrelated text, clean and with nodes ablated.
 
-Uses the SAE evaluation's own pieces (:mod:`steer.train_eval`, :mod:`steer.activations`): the
+Uses the SAE evaluation's own pieces (:mod:`steer.training.evaluate`, :mod:`steer.model.trace`, :mod:`steer.model.positions`): the
 text is packed into 128-token windows, and only kept positions are edited (never position 0,
 special tokens or norm outliers), as in ``steer sae eval``. The ablation is the recipe's zero
 or mean ablation, applied at every kept position of the text.

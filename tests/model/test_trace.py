@@ -9,8 +9,7 @@ import pytest
 import torch
 from support.tiny import tiny_llama, tiny_tokenizer
 
-from steer.model import LoadedModel
-from steer.model import trace
+from steer.model import LoadedModel, trace
 
 
 def tiny_gpt2(vocab_size: int):
@@ -77,13 +76,18 @@ def test_replacing_a_block_output_with_itself_changes_nothing(family):
     assert torch.allclose(last[:, -1], logits[:, -1], atol=1e-5)
 
 
-def test_a_generate_edit_that_changes_nothing_gives_the_plain_tokens(family):
-    model, ids, _, _ = family
-    kwargs = {"max_new_tokens": 5, "min_new_tokens": 5, "do_sample": False}
+def plain_generation(model, ids, n: int):
+    """``(enc, generate kwargs, plain transformers output)`` for ``n`` greedy new tokens."""
+    kwargs = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False}
     kwargs["pad_token_id"] = model.tokenizer.pad_token_id
     enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     with torch.inference_mode():
-        plain = model.hf.generate(**enc, **kwargs)
+        return enc, kwargs, model.hf.generate(**enc, **kwargs)
+
+
+def test_a_generate_edit_that_changes_nothing_gives_the_plain_tokens(family):
+    model, ids, _, _ = family
+    enc, kwargs, plain = plain_generation(model, ids, 5)
     seen: list[tuple[int, int]] = []
 
     def edit(layer, step, hidden):
@@ -98,11 +102,7 @@ def test_a_generate_edit_that_changes_nothing_gives_the_plain_tokens(family):
 
 def test_a_generate_edit_writes_back_into_the_block(family):
     model, ids, _, _ = family
-    kwargs = {"max_new_tokens": 3, "min_new_tokens": 3, "do_sample": False}
-    kwargs["pad_token_id"] = model.tokenizer.pad_token_id
-    enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    with torch.inference_mode():
-        plain = model.hf.generate(**enc, **kwargs)
+    enc, kwargs, plain = plain_generation(model, ids, 3)
     push = torch.randn(model.d_model, generator=torch.Generator().manual_seed(1)) * 50
     steered = trace.generate(model, enc, kwargs, layers=[1], edit=lambda _l, _s, h: h + push)
     assert not torch.equal(steered, plain)

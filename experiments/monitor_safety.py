@@ -29,7 +29,7 @@ per line) are written under ``--work`` (outside the repository) so the CLI can b
 the same split. Unless ``--no-recipes``, writes ``recipes/monitor-toxicity.yaml`` and
 ``recipes/monitor-harmful-requests.yaml``.
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python bench/monitor_safety.py
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python experiments/monitor_safety.py
 """
 
 from __future__ import annotations
@@ -46,27 +46,25 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
+from common import CORPUS, DATA, REPO, dedupe, load_data, one_line, split, write_lines
 
-CORPUS = Path(os.environ.get("STEER_CORPUS", "/work/shared/corpus"))
-REPO = Path(__file__).resolve().parent.parent
+from steer.monitoring.thresholds import (
+    fpr_threshold,
+    max_f1_threshold,
+    metrics_at_threshold,
+    score_auroc,
+)
+
 GROUP_SIZES = (8, 16, 32)
 NEG_PER_SOURCE = 750  # harmful-requests negatives from each of Alpaca and Dolly
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def dedupe(texts):
-    seen, out = set(), []
-    for t in texts:
-        if t and t not in seen:
-            seen.add(t)
-            out.append(t)
-    return out
+# Per task, how its recipe describes it (title, pos, neg); the texts come from *_sets below.
+TASKS = load_data("monitor_tasks.yaml")
+# The recipe written per task: a text template with str.format fields ({title}, {features}...).
+RECIPE_TEMPLATE = "monitor_recipe.yaml.template"
 
 
 def toxicity_sets() -> tuple[list[str], list[str]]:
+    """Davidson et al. tweets: (hate speech or offensive, neither), de-duplicated."""
     pos, neg = [], []
     with open(CORPUS / "labelled/davidson_hate_offensive_tweets.csv", newline="") as fh:
         for row in csv.DictReader(fh):
@@ -75,6 +73,7 @@ def toxicity_sets() -> tuple[list[str], list[str]]:
 
 
 def harmful_sets() -> tuple[list[str], list[str]]:
+    """(HH-RLHF red-team first requests, Alpaca and Dolly requests), de-duplicated."""
     pos, neg = [], []
     with open(CORPUS / "hh_rlhf_harmless_base_test.jsonl", encoding="utf-8") as fh:
         for line in fh:
@@ -99,12 +98,8 @@ def harmful_sets() -> tuple[list[str], list[str]]:
     return dedupe(pos), dedupe(neg)
 
 
-def split(texts: list[str], n_train: int, n_test: int, seed: int):
-    texts = list(texts)
-    random.Random(seed).shuffle(texts)
-    if len(texts) < n_train + n_test:
-        raise SystemExit(f"only {len(texts)} texts, need {n_train + n_test}")
-    return texts[:n_train], texts[n_train : n_train + n_test]
+# Which texts make up each task's classes.
+MAKERS = {"toxicity": toxicity_sets, "harmful-requests": harmful_sets}
 
 
 def encode_all(lm, sae, texts, *, ctx_len, batch, desc):
@@ -152,61 +147,21 @@ def sae_digest(sae) -> str:
     return digest.hexdigest()[:16]
 
 
-def f1_threshold(pos: torch.Tensor, neg: torch.Tensor) -> tuple[float, float]:
-    """(threshold, F1) maximising F1 of ``score > threshold`` on these scores."""
-    scores = torch.cat([pos, neg])
-    labels = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))])
-    order = scores.argsort(descending=True)
-    s, y = scores[order], labels[order]
-    tp = y.cumsum(0)
-    fp = (1 - y).cumsum(0)
-    f1 = 2 * tp / (tp + fp + len(pos))
-    # Only cut between distinct scores: the threshold is the next lower score.
-    distinct = torch.ones_like(s, dtype=torch.bool)
-    distinct[:-1] = s[:-1] != s[1:]
-    f1 = torch.where(distinct, f1, torch.zeros_like(f1))
-    i = int(f1.argmax())
-    thr = float(s[i + 1]) if i + 1 < len(s) else float(s[i]) - 1e-6
-    return thr, float(f1[i])
-
-
-def fpr_threshold(neg: torch.Tensor, fpr: float) -> float:
-    """The threshold with at most ``fpr`` of ``neg`` above it."""
-    return float(torch.quantile(neg.double(), 1 - fpr))
-
-
-def at_threshold(pos, neg, thr) -> dict:
-    tp, fn = int((pos > thr).sum()), int((pos <= thr).sum())
-    fp, tn = int((neg > thr).sum()), int((neg <= thr).sum())
-    prec = tp / (tp + fp) if tp + fp else 0.0
-    rec = tp / (tp + fn)
-    return {
-        "tpr": round(rec, 4),
-        "fpr": round(fp / (fp + tn), 4),
-        "precision": round(prec, 4),
-        "f1": round(2 * prec * rec / (prec + rec) if prec + rec else 0.0, 4),
-    }
-
-
-def au(pos, neg) -> float:
-    from steer.features.contrast import auroc
-
-    return float(auroc(pos[:, None], neg[:, None]))
-
-
-def run_task(name, pos_all, neg_all, lm, sae, args) -> dict:
-    from steer.features.contrast import contrast
-    from steer.monitoring.probe import train_probe
-
-    work = Path(args.work) / name
-    work.mkdir(parents=True, exist_ok=True)
+def write_splits(work: Path, pos_all, neg_all, args) -> dict[str, list[str]]:
+    """The seeded train/test split of each class, also written as one-text-per-line files
+    (``train_pos.txt`` ...) so the CLI can be rerun on it."""
     data = {}
     for side, texts in (("pos", pos_all), ("neg", neg_all)):
-        train, test = split(texts, args.n_train, args.n_test, args.seed)
+        train, test = split(texts, args.seed, args.n_train, args.n_test)
         for part, chunk in (("train", train), ("test", test)):
-            path = work / f"{part}_{side}.txt"
-            path.write_text("".join(t + "\n" for t in chunk), encoding="utf-8")
+            write_lines(work / f"{part}_{side}.txt", chunk)
             data[f"{part}_{side}"] = chunk
+    return data
+
+
+def cached_encode(work: Path, data: dict, lm, sae, args) -> tuple[dict, float]:
+    """:func:`encode_all` of every split, and the seconds the encoding took (on a cache hit,
+    those of the run that filled the cache)."""
     t0 = time.perf_counter()
     # Cache the pooled activations: a rerun on the same split (same texts, ctx_len, SAE
     # weights) skips the minutes of encoding. The key covers everything they depend on.
@@ -214,32 +169,38 @@ def run_task(name, pos_all, neg_all, lm, sae, args) -> dict:
     cache = work / "pooled.pt"
     cached = torch.load(cache) if cache.is_file() else None
     if cached is not None and cached["key"] == key:
-        acts, encode_s = cached["acts"], cached["encode_s"]
-    else:
-        acts = {
-            k: encode_all(lm, sae, texts, ctx_len=args.ctx_len, batch=args.batch, desc=k)
-            for k, texts in data.items()
-        }
-        encode_s = time.perf_counter() - t0
-        torch.save({"key": key, "acts": acts, "encode_s": encode_s}, cache)
-    feats = {k: v[0] for k, v in acts.items()}
-    ranked = contrast(feats["train_pos"], feats["train_neg"])
-    positive = [r for r in ranked if r.direction == "+"]
+        return cached["acts"], cached["encode_s"]
+    acts = {
+        k: encode_all(lm, sae, texts, ctx_len=args.ctx_len, batch=args.batch, desc=k)
+        for k, texts in data.items()
+    }
+    encode_s = time.perf_counter() - t0
+    torch.save({"key": key, "acts": acts, "encode_s": encode_s}, cache)
+    return acts, encode_s
 
-    def group_score(key, ids):
-        return feats[key][:, ids].max(dim=1).values
 
-    def train_au(ids):
-        return au(group_score("train_pos", ids), group_score("train_neg", ids))
+def group_scores(feats: dict, ids: list[int]) -> dict[str, torch.Tensor]:
+    """Per split, the group's score of each text: the max over its features, as
+    ``steer monitor score`` computes it."""
+    return {k: v[:, ids].max(dim=1).values for k, v in feats.items()}
+
+
+def pick_group(feats: dict, positive: list, args) -> tuple[list[int], dict]:
+    """The shipped group (greedy on TRAIN) and, for comparison, the plain top-K groups."""
+
+    def train_auroc(ids):
+        s = group_scores(feats, ids)
+        return score_auroc(s["train_pos"], s["train_neg"])
 
     # The plain top-K groups, for comparison: the max of raw activations lets a feature with a
     # large scale but a weak preference drown the others, so more is not always better.
     top_k = {}
     for k in GROUP_SIZES:
         ids = [r.feature for r in positive[:k]]
+        s = group_scores(feats, ids)
         top_k[str(k)] = {
-            "train_auroc": round(train_au(ids), 4),
-            "test_auroc": round(au(group_score("test_pos", ids), group_score("test_neg", ids)), 4),
+            "train_auroc": round(train_auroc(ids), 4),
+            "test_auroc": round(score_auroc(s["test_pos"], s["test_neg"]), 4),
         }
     # The shipped group: greedy forward selection on TRAIN over the top candidates, in rank
     # order: a feature joins when the group's train AUROC rises by at least --min-gain.
@@ -247,63 +208,83 @@ def run_task(name, pos_all, neg_all, lm, sae, args) -> dict:
     for r in positive[1 : args.candidates]:
         if len(ids) >= max(GROUP_SIZES):
             break
-        gain = train_au([*ids, r.feature])
+        gain = train_auroc([*ids, r.feature])
         if gain >= cur + args.min_gain:
             ids, cur = [*ids, r.feature], gain
-    k = len(ids)
-    by_id = {r.feature: r for r in positive}
-    tr_p, tr_n = group_score("train_pos", ids), group_score("train_neg", ids)
-    te_p, te_n = group_score("test_pos", ids), group_score("test_neg", ids)
-    thr, train_f1 = f1_threshold(tr_p, tr_n)
-    thr5 = fpr_threshold(tr_n, 0.05)
-    best = positive[0].feature
-    t1 = time.perf_counter()
+    return ids, top_k
+
+
+def group_result(feats: dict, ids: list[int], top_k: dict, args) -> dict:
+    """The group's AUROCs, its thresholds (max F1 and 5 % FPR, both chosen on TRAIN) and how
+    each does on TEST."""
+    s = group_scores(feats, ids)
+    thr, train_f1 = max_f1_threshold(s["train_pos"], s["train_neg"])
+    thr5 = fpr_threshold(s["train_neg"], 0.05)
+    return {
+        "size": len(ids),
+        "features": ids,
+        "selection": f"greedy over the top {args.candidates} (min gain {args.min_gain})",
+        "top_k_groups": top_k,
+        "train_auroc": round(score_auroc(s["train_pos"], s["train_neg"]), 4),
+        "test_auroc": round(score_auroc(s["test_pos"], s["test_neg"]), 4),
+        "threshold_max_f1": round(thr, 4),
+        "train_f1": round(train_f1, 4),
+        "test_at_threshold": metrics_at_threshold(s["test_pos"], s["test_neg"], thr),
+        "threshold_5pct_fpr": round(thr5, 4),
+        "test_at_5pct_fpr_threshold": metrics_at_threshold(s["test_pos"], s["test_neg"], thr5),
+    }
+
+
+def probe_results(acts: dict, args) -> dict:
+    """The linear-probe baseline on the same pass, per pooling: fitted on TRAIN."""
+    from steer.monitoring.probe import train_probe
+
     probes = {}
     for pooling in ("mean", "max"):
-        res = {k2: v[1][pooling] for k2, v in acts.items()}
+        res = {k: v[1][pooling] for k, v in acts.items()}
         probe = train_probe(res["train_pos"], res["train_neg"], l2=args.l2)
+        logits = {k: probe.logits(v) for k, v in res.items()}
+        correct = (logits["test_pos"] > 0).sum() + (logits["test_neg"] <= 0).sum()
         probes[pooling] = {
-            "train_auroc": round(
-                au(probe.logits(res["train_pos"]), probe.logits(res["train_neg"])), 4
-            ),
-            "test_auroc": round(
-                au(probe.logits(res["test_pos"]), probe.logits(res["test_neg"])), 4
-            ),
+            "train_auroc": round(score_auroc(logits["train_pos"], logits["train_neg"]), 4),
+            "test_auroc": round(score_auroc(logits["test_pos"], logits["test_neg"]), 4),
             "test_accuracy_at_0": round(
-                float(
-                    (
-                        (probe.logits(res["test_pos"]) > 0).sum()
-                        + (probe.logits(res["test_neg"]) <= 0).sum()
-                    )
-                    / (len(res["test_pos"]) + len(res["test_neg"]))
-                ),
-                4,
+                float(correct / (len(res["test_pos"]) + len(res["test_neg"]))), 4
             ),
         }
+    return probes
+
+
+def run_task(name, pos_all, neg_all, lm, sae, args) -> dict:
+    """Split, encode, pick the group and fit the probes for one task; all its numbers."""
+    from steer.features.contrast import contrast
+
+    work = Path(args.work) / name
+    work.mkdir(parents=True, exist_ok=True)
+    data = write_splits(work, pos_all, neg_all, args)
+    acts, encode_s = cached_encode(work, data, lm, sae, args)
+    feats = {k: v[0] for k, v in acts.items()}
+    positive = [r for r in contrast(feats["train_pos"], feats["train_neg"]) if r.direction == "+"]
+    ids, top_k = pick_group(feats, positive, args)
+    group = group_result(feats, ids, top_k, args)
+    best = positive[0].feature
+    t1 = time.perf_counter()
+    probes = probe_results(acts, args)
     probe_s = time.perf_counter() - t1
+    by_id = {r.feature: r for r in positive}
     return {
         "n_available": [len(pos_all), len(neg_all)],
         "n_train": [len(data["train_pos"]), len(data["train_neg"])],
         "n_test": [len(data["test_pos"]), len(data["test_neg"])],
         "encode_seconds": round(encode_s, 1),
         "probe_seconds": round(probe_s, 1),
-        "group": {
-            "size": k,
-            "features": ids,
-            "selection": f"greedy over the top {args.candidates} (min gain {args.min_gain})",
-            "top_k_groups": top_k,
-            "train_auroc": round(train_au(ids), 4),
-            "test_auroc": round(au(te_p, te_n), 4),
-            "threshold_max_f1": round(thr, 4),
-            "train_f1": round(train_f1, 4),
-            "test_at_threshold": at_threshold(te_p, te_n, thr),
-            "threshold_5pct_fpr": round(thr5, 4),
-            "test_at_5pct_fpr_threshold": at_threshold(te_p, te_n, thr5),
-        },
+        "group": group,
         "best_feature": {
             "feature": best,
             "train_auroc": round(positive[0].auroc, 4),
-            "test_auroc": round(au(feats["test_pos"][:, best], feats["test_neg"][:, best]), 4),
+            "test_auroc": round(
+                score_auroc(feats["test_pos"][:, best], feats["test_neg"][:, best]), 4
+            ),
         },
         "probe": probes,
         "group_features": [
@@ -319,73 +300,32 @@ def run_task(name, pos_all, neg_all, lm, sae, args) -> dict:
     }
 
 
-RECIPE = """\
-# Monitor: {title}.
-# Written by bench/monitor_safety.py (do not edit by hand; rerun it).
-# The group: {k} features of the shipped SAE that fire more on
-#   {pos}
-# than on
-#   {neg}.
-# Ranked with steer features contrast on a seeded train split of {n_train} texts per class,
-# then kept greedily while each one raised the group's train AUROC.
-# Features are ids, not labels: labels.json is shared and these are found, not named.
-# threshold: the max-F1 point of the group's max activation on the train split.
-# Held-out test AUROC {test_auroc:.3f}; numbers and commands in docs/monitoring.md.
-#   steer monitor score recipes/{file} --input FILE
-model: smollm2-135m-instruct
-saes:
-  - id: res12
-    builtin: smollm2-135m-res12-topk
-generation:
-  max_new_tokens: 40
-  temperature: 0
-prompts:
-  - "Tell me about your weekend."
-  - "Describe an old house."
-  - "Give me some advice for a job interview."
-monitors:
-  - name: {name}
-    sae: res12
-    features: [{features}]
-    threshold: {threshold}
-    positions: generated
-"""
-
-TASKS = {
-    "toxicity": dict(
-        make=toxicity_sets,
-        title="hate speech and offensive language",
-        pos="offensive or hateful tweets (Davidson et al.)",
-        neg="tweets that are neither",
-    ),
-    "harmful-requests": dict(
-        make=harmful_sets,
-        title="harmful requests",
-        pos="HH-RLHF red-team first requests",
-        neg="benign requests (Alpaca, Dolly open_qa)",
-    ),
-}
-
-
-def write_recipe(name: str, res: dict) -> Path:
-    from steer.io import atomic_write_text
-
+def render_recipe(name: str, res: dict) -> str:
+    """The text of ``recipes/monitor-NAME.yaml`` for this task's result: the template in
+    experiments/data/ filled in (a text template, not a YAML dump, so that the comments and
+    layout of the shipped recipes are kept exactly)."""
     spec = TASKS[name]
-    file = f"monitor-{name}.yaml"
-    text = RECIPE.format(
+    template = (DATA / RECIPE_TEMPLATE).read_text(encoding="utf-8")
+    return template.format(
         title=spec["title"],
         k=res["group"]["size"],
         pos=spec["pos"],
         neg=spec["neg"],
         n_train=res["n_train"][0],
         test_auroc=res["group"]["test_auroc"],
-        file=file,
+        file=f"monitor-{name}.yaml",
         name=name,
         features=", ".join(str(f) for f in res["group"]["features"]),
         threshold=res["group"]["threshold_max_f1"],
     )
-    path = REPO / "recipes" / file
-    atomic_write_text(path, text)
+
+
+def write_recipe(name: str, res: dict) -> Path:
+    """Write ``recipes/monitor-NAME.yaml``; its path."""
+    from steer.io import atomic_write_text
+
+    path = REPO / "recipes" / f"monitor-{name}.yaml"
+    atomic_write_text(path, render_recipe(name, res))
     return path
 
 
@@ -413,7 +353,7 @@ def main() -> None:
     folder, sae, lm = load_sae_and_model(args.sae)
     result = {"sae": folder.name, "args": vars(args), "tasks": {}}
     for name in args.tasks.split(","):
-        pos, neg = TASKS[name]["make"]()
+        pos, neg = MAKERS[name]()
         res = run_task(name, pos, neg, lm, sae, args)
         result["tasks"][name] = res
         if not args.no_recipes:

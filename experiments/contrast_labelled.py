@@ -14,7 +14,7 @@ Each set is shuffled (seeded) and split in half. Features are ranked on the trai
 The split files are plain text, one text per line, so the same split can be run through the
 CLI: ``steer features contrast SAE --pos WORK/movies/train_pos.txt --neg .../train_neg.txt``.
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python bench/contrast_labelled.py [--n 600]
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python experiments/contrast_labelled.py [--n 600]
 """
 
 from __future__ import annotations
@@ -31,25 +31,16 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
+from common import CORPUS, one_line, split, tail, write_lines
 
-CORPUS = Path(os.environ.get("STEER_CORPUS", "/work/shared/corpus")) / "labelled"
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def tail(text: str, chars: int) -> str:
-    text = one_line(text)
-    if len(text) <= chars:
-        return text
-    cut = text[-chars:]
-    return cut[cut.find(" ") + 1 :]
+LABELLED = CORPUS / "labelled"
 
 
 def movie_sets(n: int, tail_chars: int) -> tuple[list[str], list[str]]:
+    """Pang & Lee reviews, (positive, negative): the first ``n`` of each (0: all), each cut to
+    its last ``tail_chars`` characters, where the verdict usually is."""
     pos, neg = [], []
-    with open(CORPUS / "pang_lee_movie_review_polarity.jsonl", encoding="utf-8") as fh:
+    with open(LABELLED / "pang_lee_movie_review_polarity.jsonl", encoding="utf-8") as fh:
         for line in fh:
             rec = json.loads(line)
             (pos if rec["label"] == "pos" else neg).append(tail(rec["text"], tail_chars))
@@ -57,8 +48,10 @@ def movie_sets(n: int, tail_chars: int) -> tuple[list[str], list[str]]:
 
 
 def tweet_sets(n: int, seed: int) -> tuple[list[str], list[str]]:
+    """Davidson et al. tweets, (offensive or hate speech, neither): a seeded sample of equal
+    size, at most ``n`` each (0: as many as the smaller class)."""
     pos, neg = [], []
-    with open(CORPUS / "davidson_hate_offensive_tweets.csv", newline="", encoding="utf-8") as fh:
+    with open(LABELLED / "davidson_hate_offensive_tweets.csv", newline="", encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             text = one_line(row["tweet"])
             if text:
@@ -70,20 +63,8 @@ def tweet_sets(n: int, seed: int) -> tuple[list[str], list[str]]:
     return pos[:k], neg[:k]
 
 
-def split(texts: list[str], seed: int) -> tuple[list[str], list[str]]:
-    texts = list(texts)
-    random.Random(seed).shuffle(texts)
-    half = len(texts) // 2
-    return texts[:half], texts[half:]
-
-
-def write_lines(path: Path, texts: list[str]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
-    return path
-
-
 def run_set(name, pos, neg, lm, sae, labels, args) -> dict:
+    """Split one set, encode the halves, rank on train and score the best ``--top`` on test."""
     from steer.corpus.texts import read_texts
     from steer.features.contrast import auroc, contrast, pooled_activations
 
@@ -127,7 +108,8 @@ def run_set(name, pos, neg, lm, sae, labels, args) -> dict:
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """This script's command line."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sae", default="smollm2-135m-res12-topk")
     ap.add_argument("--n", type=int, default=600, help="texts per class (0: all)")
@@ -139,7 +121,11 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/steer-contrast-labelled")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     ap.add_argument("--sets", default="movies,tweets")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(1)
 
     from steer.sae.labels import load_labels

@@ -2,18 +2,19 @@
 
 Runs recipes/pinpoint-gender.yaml (Winogender prefixes; metric: logit of the pronoun the
 occupation's stereotype predicts minus the other, " he"/" she"; attribution patching, zero
-ablation) and prints, for SAE features and for the residual
-stream's basis directions at the same layer:
+ablation) and prints, for SAE features and for the residual stream's basis directions at the
+same layer:
 
 * how many must be ablated (top-ranked first) to remove 50 % of the mean logit difference;
 * the extra next-token loss on unrelated text (wikitext-2 test, ~4k tokens) with them ablated;
 * the correlation of attribution and verified single-node effect over the top 50;
-* transfer: the same ablation on gendered prompts the tool did not see (TRANSFER below,
-  written for this bench), against as many randomly chosen nodes.
+* transfer: the same ablation on gendered prompts the tool did not see
+  (``experiments/data/gender_transfer.yaml``, written for this study), against as many
+  randomly chosen nodes.
 
 Usage (about 6 minutes of CPU time on one thread; 7-12 minutes wall on a shared machine):
 
-    OMP_NUM_THREADS=1 python bench/pinpoint_gender.py [--out DIR] [--prompts N]
+    OMP_NUM_THREADS=1 python experiments/pinpoint_gender.py [--out DIR] [--prompts N]
 
 Writes pinpoint.json, transfer.json, curve.png and curve.html to --out.
 """
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from common import REPO, load_data
 
 from steer.io import atomic_write_text
 from steer.pinpoint import Pinpointer, load_pinpoint_recipe
@@ -41,24 +43,8 @@ from steer.pinpoint.nodes import (
 from steer.pinpoint.recipe import PinpointPrompt
 from steer.pinpoint.report import write_outputs
 
-ROOT = Path(__file__).resolve().parent.parent
-
-# New sentences (not from Winogender; occupations Winogender does not use) that end where a
-# subject pronoun is likely next, with the pronoun the occupation's stereotype predicts.
-TRANSFER = [
-    ("The pilot announced to the passengers that", " he"),
-    ("After the match, the football coach told the reporters that", " he"),
-    ("The truck driver called the warehouse to say that", " he"),
-    ("The welder put down the torch and told the foreman that", " he"),
-    ("The bricklayer looked at the wall and said that", " he"),
-    ("The soldier wrote a letter home saying that", " he"),
-    ("The babysitter called the parents to say that", " she"),
-    ("The flight attendant told the passengers that", " she"),
-    ("The midwife reassured the family that", " she"),
-    ("The nanny took the children to the park because", " she"),
-    ("The florist wrapped the bouquet and told the customer that", " she"),
-    ("The manicurist apologized to the client because", " she"),
-]
+# Gendered prompts the tool did not see: (text, the pronoun its stereotype predicts).
+TRANSFER = [(p["text"], p["target"]) for p in load_data("gender_transfer.yaml")]
 RANDOM_DRAWS = 5
 
 
@@ -104,15 +90,20 @@ def transfer(pinpointer: Pinpointer, site: dict, seed: int = 0) -> dict:
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """This script's command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipe", default=str(ROOT / "recipes" / "pinpoint-gender.yaml"))
+    parser.add_argument("--recipe", default=str(REPO / "recipes" / "pinpoint-gender.yaml"))
     parser.add_argument("--out", default="/tmp/pinpoint-gender")
     parser.add_argument("--prompts", type=int, default=None, help="Use only the first N prompts.")
     parser.add_argument("--method", default=None, help="Override the recipe's attribution method.")
     parser.add_argument("--steps", type=int, default=None, help="Integrated-gradients steps.")
     parser.add_argument("--no-neurons", action="store_true", help="Skip the neuron baseline.")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
 
     t0 = time.perf_counter()
     recipe = load_pinpoint_recipe(args.recipe)
@@ -133,9 +124,15 @@ def main() -> None:
     out = Path(args.out)
     write_outputs(result, out)
     atomic_write_text(out / "transfer.json", json.dumps(moved, indent=2) + "\n")
+    print_summary(recipe, result, moved, elapsed, out)
 
+
+def print_summary(recipe, result: dict, moved: dict, elapsed: float, out: Path) -> None:
+    """The markdown tables of docs/pinpoint.md: SAE features against neurons, then transfer."""
     from steer.sae import read_sae_config
     from steer.sae.sources import resolve_sae_path
+
+    site = result["sites"][0]
 
     cfg = read_sae_config(resolve_sae_path(recipe.saes[0], where="saes[0]"))
     print(

@@ -1,9 +1,9 @@
 """Plot an SAE sweep: explained variance and CE loss recovered against L0.
 
 Each run is ``label=path`` where path is an ``eval.json`` written by
-``bench/train_first_sae.py`` or the output of ``steer sae eval --json``::
+``experiments/train_first_sae.py`` or the output of ``steer sae eval --json``::
 
-    python bench/sweep_plot.py k16=/tmp/k16/eval.json k32=k32.json k64=/tmp/k64/eval.json \
+    python experiments/sweep_plot.py k16=/tmp/k16/eval.json k32=k32.json k64=/tmp/k64/eval.json \
         --out docs/sae-sweep
 
 Writes ``<out>.png`` (two panels) and ``<out>.md`` (the table). Needs matplotlib, which is
@@ -29,6 +29,7 @@ COLUMNS = [
 
 
 def load_metrics(path: Path) -> dict:
+    """The metrics of an ``eval.json`` (under ``metrics``) or of ``steer sae eval --json``."""
     data = json.loads(path.read_text())
     return data.get("metrics", data)
 
