@@ -182,3 +182,18 @@ def test_startup_does_not_load_torch(code):
         [sys.executable, "-c", code + check], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_every_subpackage_is_installed():
+    # A subpackage missing from pyproject's list works in the editable checkout and is absent
+    # from a real install.
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for init in PACKAGE.rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert found | {"steer_plugins"} == listed
