@@ -23,7 +23,8 @@ def check_recipe(recipe: Recipe, pm) -> Recipe:
     """Raise a one-line :class:`SteerError` for the first problem found in ``recipe``; return
     the recipe with every feature label replaced by its id.
 
-    Checks: every plugin exists; interventions that need a ``value`` have one; every feature
+    Checks: every plugin exists; interventions that need a ``value`` have one; each monitor's
+    settings fit what its plugin declares (the plugin's defaults are filled in); every feature
     index is below the SAE's ``d_sae``; every feature label is in the SAE's labels.json; a
     recipe's ``layer`` agrees with the SAE's own. SAEs fetched from the Hugging Face Hub are
     checked when they are loaded instead.
