@@ -8,7 +8,7 @@ from steer import MonitorType, hookimpl
 class ThresholdSettings(BaseModel):
     """What a ``threshold`` monitor entry may say beyond the common keys."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     threshold: float = Field(0.0, description="An event where an activation is above this.")
 

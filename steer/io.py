@@ -33,16 +33,32 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def naming(exc: OSError, target: Path, tmp: Path | None = None) -> OSError:
+    """``exc`` as the fault of writing ``target``: an error with no file name (``os.write``
+    on a full disk) or naming the temporary file says ``target`` instead, so the one line a
+    user reads (``error: out/sae: No space left on device``) names what they asked for."""
+    if exc.filename is not None and (tmp is None or str(exc.filename) != str(tmp)):
+        return exc
+    named = OSError(exc.errno, exc.strerror or str(exc), str(target))
+    named.__cause__ = exc
+    return named
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` atomically.
 
     The caller writes the whole file to the yielded path. If the block raises (a full disk, a
-    crash in the writer), the temporary file is removed and ``target`` is left as it was.
+    crash in the writer), the temporary file is removed and ``target`` is left as it was. A
+    filesystem fault (full disk, read-only folder, a parent that is a file) is an ``OSError``
+    naming ``target``.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise naming(exc, target) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -53,6 +69,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
         _fsync_dir(target.parent)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        raise naming(exc, target, tmp_path) from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -69,11 +88,15 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``target``; on success it becomes ``target``.
 
     An existing ``target`` is swapped out only after the new folder is complete, so an
-    interrupted save never leaves a folder with some files new and some missing.
+    interrupted save never leaves a folder with some files new and some missing. A filesystem
+    fault is an ``OSError`` naming ``target`` (or the file inside it that failed).
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise naming(exc, target) from exc
     try:
         yield tmp
         file_mode = 0o666 & ~_umask()
@@ -93,8 +116,34 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         _fsync_dir(target.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise naming(exc, target, tmp) from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_files(folder: str | os.PathLike, names: list[str]) -> Iterator[dict[str, Path]]:
+    """Temporary paths for the files ``names`` in ``folder``; when the block succeeds each one
+    replaces its file, so a reader sees the earlier set or the new one. If the block (or a
+    write) fails, none of the files is touched, the temporary ones are removed, and so is
+    ``folder`` when this call created it. Other files in ``folder`` are never touched."""
+    folder = Path(folder)
+    created = not folder.exists()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise naming(exc, folder) from exc
+    try:
+        with contextlib.ExitStack() as stack:
+            paths = {name: stack.enter_context(atomic_path(folder / name)) for name in names}
+            yield paths
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: nothing of the user's is ever removed
         raise
 
 
@@ -127,11 +176,35 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that gives the same key twice (YAML would silently keep the last one)."""
+
+    def __init__(self, key: Any, line: int):
+        self.key, self.line = key, line
+        super().__init__(f"duplicate key {key!r} at line {line}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise DuplicateKeyError(key, key_node.start_mark.line + 1)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path, *, what: str = "recipe") -> Any:
     """The data in the YAML file ``path``, not yet validated.
 
-    A missing or unreadable file, or malformed YAML, is a one-line :class:`SteerError`;
-    malformed YAML names the line and column (``recipe.yaml:3:7: malformed YAML: ...``).
+    A missing or unreadable file, malformed YAML or a key given twice in one mapping is a
+    one-line :class:`SteerError`; malformed YAML names the line and column
+    (``recipe.yaml:3:7: malformed YAML: ...``), a repeated key its line
+    (``recipe.yaml:9: duplicate key 'value'``).
     ``what`` names the kind of file in the messages.
     """
     path = Path(path)
@@ -142,7 +215,9 @@ def read_yaml(path: str | Path, *, what: str = "recipe") -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise SteerError(f"cannot read the {what}: {exc}", where=str(path)) from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except DuplicateKeyError as exc:
+        raise SteerError(f"duplicate key {exc.key!r}", where=f"{path}:{exc.line}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

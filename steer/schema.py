@@ -20,9 +20,11 @@ _Model = TypeVar("_Model", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
-    """Base of every recipe schema: unknown keys and wrong types are errors, values frozen."""
+    """Base of every recipe schema: unknown keys, wrong types and non-finite numbers (NaN,
+    infinity: they would pass every bound and make a run "succeed" on nonsense) are errors;
+    values are frozen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class _LocatedError(ValueError):

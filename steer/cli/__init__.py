@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import sys
 from importlib import import_module
+from pathlib import Path
 from typing import Any
 
 import typer
+from rich.text import Text
 from typer.exceptions import TyperException
 
 from steer.cli.common import DEBUG_FLAG, err_console
@@ -55,11 +57,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app = build_app(_plugin_manager())
         rc = app(args=argv, prog_name="steer", standalone_mode=False)
-    except SteerError as exc:
-        if debug:
-            raise
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
     except TyperException as exc:  # usage errors (typer's click): its own message, exit 2
         show = getattr(exc, "show", None)
         if show is not None:
@@ -73,10 +70,26 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if debug:
             raise
-        err_console.print(
-            f"[red]internal error:[/red] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-            highlight=False,
-            soft_wrap=True,
-        )
-        sys.exit(1)
+        label, message, code = describe_failure(exc)
+        err_console.print(Text(label, "red"), message, highlight=False, soft_wrap=True)
+        sys.exit(code)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def describe_failure(exc: Exception) -> tuple[str, str, int]:
+    """``(label, one line, exit code)`` for an error that ended a command.
+
+    A :class:`SteerError` is the user's input; so is a filesystem fault (a full disk, a
+    read-only folder, an output path whose parent is a file: ``OSError``), named by its path.
+    Anything else is steer's own bug: exit 1 and a hint to rerun with ``--debug``.
+    """
+    if isinstance(exc, SteerError):
+        return "error:", str(exc), exc.exit_code
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        if isinstance(exc, FileExistsError) and Path(str(exc.filename)).is_file():
+            reason = "is a file, where a folder is needed"  # an output path's parent
+        return "error:", f"{where}{reason}", SteerError.exit_code
+    hint = "(run with --debug for the traceback)"
+    return "internal error:", f"{type(exc).__name__}: {exc} {hint}", 1

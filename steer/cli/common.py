@@ -15,7 +15,15 @@ from steer.model import DEFAULT_MODEL
 
 DEBUG_FLAG = "--debug"
 
-err_console = Console(stderr=True)
+# Markup off: prompts, labels, group names and file names reach the terminal as they are
+# (a user's "[/bold]" must neither crash the printer nor restyle the output). Styled words
+# are rich Text objects instead of markup.
+err_console = Console(stderr=True, markup=False)
+
+
+def out_console() -> Console:
+    """The console for a command's results on stdout (markup off, as ``err_console``)."""
+    return Console(markup=False)
 
 
 def model_option(help: str = "Model the SAE belongs to.") -> str:

@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
-from steer.cli.common import debug_option, err_console, model_option
+from steer.cli.common import debug_option, err_console, model_option, out_console
 
 
 def register(app: typer.Typer) -> None:
@@ -125,8 +126,6 @@ def show(
     """Show one feature: statistics, histogram, output tokens, shaded top contexts."""
     from dataclasses import asdict
 
-    from rich.console import Console
-
     from steer.features.render import print_feature
     from steer.sae.labels import load_labels, resolve_feature
 
@@ -144,8 +143,8 @@ def show(
             typer.echo(json.dumps(out, indent=2, ensure_ascii=False))
             return
         if not index.complete:
-            err_console.print("[yellow]note:[/yellow] the index is partial")
-        print_feature(Console(), record, label=label, meta=index.meta, contexts=contexts)
+            err_console.print("note: the index is partial", style="yellow")
+        print_feature(out_console(), record, label=label, meta=index.meta, contexts=contexts)
 
 
 def search(
@@ -159,7 +158,6 @@ def search(
     debug: bool = debug_option(),
 ) -> None:
     """Which features fire on a text: per token, and overall (max over its tokens)."""
-    from rich.console import Console
     from rich.table import Table
 
     from steer.errors import SteerError
@@ -190,7 +188,7 @@ def search(
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return
-    console = Console()
+    console = out_console()
     tokens = Table(title="per token", title_justify="left")
     tokens.add_column("#", justify="right")
     tokens.add_column("token")
@@ -200,7 +198,7 @@ def search(
             f"{h.feature} {h.act:.1f}" + (f" {h.label}" if h.label else "") for h in t.features
         )
         tokens.add_row(
-            str(t.position), repr(t.token), hits if t.encoded else "[dim]not encoded[/dim]"
+            str(t.position), repr(t.token), hits if t.encoded else Text("not encoded", "dim")
         )
     console.print(tokens)
     overall = Table(title="overall (max over tokens)", title_justify="left")

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from steer.cli.common import debug_option, err_console, model_option
+from steer.cli.common import debug_option, err_console, model_option, out_console
 from steer.errors import SteerError
 
 SOURCES = ("manual", "contrast", "auto")
@@ -101,7 +100,7 @@ def _print_labels(folder: Path, labels, *, as_json: bool) -> None:
     table.add_column("description")
     for fid, lab in sorted(labels.items()):
         table.add_row(str(fid), lab.name, lab.source, lab.description)
-    Console().print(table)
+    out_console().print(table)
 
 
 def contrast(
@@ -163,10 +162,11 @@ def contrast(
             f"{r.fire_neg:.0%}",
             r.label or "",
         )
-    Console().print(table)
+    out_console().print(table)
     err_console.print(
-        "[dim]dir +: fires more on --pos; d: Cohen's d; mean: max activation per text, "
-        "averaged; fire: share of texts where it fires[/dim]"
+        "dir +: fires more on --pos; d: Cohen's d; mean: max activation per text, "
+        "averaged; fire: share of texts where it fires",
+        style="dim",
     )
     for line in saved:
         err_console.print(line, highlight=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from steer.cli.common import about, debug_option, err_console
+from steer.cli.common import about, debug_option, err_console, out_console
 from steer.io import check_text_file
 
 
@@ -94,7 +94,6 @@ def score(
 
 
 def _print_table(rows, groups, summary, input_path: Path, show: int) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from steer.steering.monitors import describe_monitor
@@ -110,7 +109,7 @@ def _print_table(rows, groups, summary, input_path: Path, show: int) -> None:
     for r in order[:show]:
         cells = [f"{r.scores[n]:.2f}{' *' if r.fired[n] else ''}" for n in names]
         table.add_row(str(r.index), str(r.n_tokens), *cells)
-    console = Console()
+    console = out_console()
     if show:
         console.print(table)
     for g, counts in zip(groups, summary, strict=True):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from steer.cli.common import about, debug_option, err_console
+from steer.cli.common import about, debug_option, err_console, out_console
 
 
 def register(app: typer.Typer) -> None:
@@ -35,7 +35,6 @@ def pinpoint(
     debug: bool = debug_option(),
 ) -> None:
     """Pinpoint the features that drive a metric (attribution patching, verified by ablation)."""
-    from rich.console import Console
 
     from steer.io import atomic_write_text
     from steer.pinpoint import Pinpointer, load_pinpoint_recipe
@@ -49,7 +48,7 @@ def pinpoint(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
-        print_report(result, Console(), rows=rows)
+        print_report(result, out_console(), rows=rows)
     if out is not None:
         for path in write_outputs(result, out):
             err_console.print(f"wrote {path}", highlight=False)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from steer.cli.common import debug_option, err_console
+from steer.cli.common import debug_option, err_console, out_console
 
 
 def register(app: typer.Typer) -> None:
@@ -51,9 +51,10 @@ def plugins(debug: bool = debug_option()) -> None:
             getattr(plugin, "__name__", "steer (host)") if plugin is not None else "steer (host)"
         )
         table.add_row(name, module, "\n".join(provided[name]))
-    Console().print(table)
+    out_console().print(table)
     for failure in pm.failures:
         err_console.print(
-            f"[red]failed to load[/red] {failure.name} ({failure.target}): {failure.error}",
+            Text("failed to load", "red"),
+            f"{failure.name} ({failure.target}): {failure.error}",
             soft_wrap=True,  # one line per plugin, whatever the terminal's width
         )

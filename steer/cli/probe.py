@@ -4,6 +4,7 @@ layer's residual stream, pooled per text, to compare the SAE monitors with."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import typer
@@ -63,6 +64,8 @@ def train(
 
     if pooling not in POOLINGS:
         raise SteerError(f"--pooling must be one of {', '.join(POOLINGS)} (got {pooling!r})")
+    if not math.isfinite(l2):
+        raise SteerError(f"--l2 must be a finite number (got {l2})")
     if out.suffix not in (".safetensors", ".json"):
         raise SteerError("--out must end in .safetensors or .json", where=str(out))
     for path in (pos, neg):

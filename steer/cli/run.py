@@ -10,8 +10,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from steer.cli.common import about, debug_option, err_console
+from steer.cli.common import about, debug_option, err_console, out_console
 from steer.errors import SteerError
 
 
@@ -95,7 +96,7 @@ def _run_with_progress(steerer, *, baseline: bool, quiet: bool, log=None):
         BarColumn(),
         TextColumn("{task.completed}/{task.total} steps"),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[monitors]}"),
+        TextColumn("{task.fields[monitors]}", markup=False),  # group names are the user's
         console=err_console,
         transient=True,
         disable=quiet,
@@ -123,19 +124,20 @@ def _run_with_progress(steerer, *, baseline: bool, quiet: bool, log=None):
         )
 
 
-def action_line(event: dict) -> str:
+def action_line(event: dict) -> Text:
     """One line for a monitor's action, e.g. ``prompt 2: stop (toxicity) at generated token 5
-    ' word', feature 1935 = 9.12``."""
+    ' word', feature 1935 = 9.12`` (the verb in bold)."""
     verb = {"warn": "warning", "stop": "stop"}.get(event["action"], f"{event['action']} from here")
-    return (
-        f"prompt {event['prompt']}: [bold]{verb}[/bold] ({event['group']}) at {event['phase']} "
-        f"token {event['token_index']} {event['token']!r}, feature {event['feature']} = "
-        f"{event['activation']:.2f}"
+    return Text.assemble(
+        f"prompt {event['prompt']}: ",
+        (verb, "bold"),
+        f" ({event['group']}) at {event['phase']} token {event['token_index']} "
+        f"{event['token']!r}, feature {event['feature']} = {event['activation']:.2f}",
     )
 
 
 def _print_results(results, recipe) -> None:
-    console = Console()
+    console = out_console()
     for i, r in enumerate(results.results):
         table = Table(title=f"prompt {i}: {r.prompt}", show_lines=True, expand=True)
         if r.baseline is not None:
@@ -145,12 +147,13 @@ def _print_results(results, recipe) -> None:
         console.print(table)
         _print_events(console, r.events)
         for action in r.actions:
-            console.print("  " + action_line({"prompt": i, **action}), highlight=False)
+            console.print(Text("  ") + action_line({"prompt": i, **action}), highlight=False)
     t = results.timing
     console.print(
-        f"[dim]model {t['load_model_s']:.1f}s, SAEs {t['load_saes_s']:.2f}s, "
+        f"model {t['load_model_s']:.1f}s, SAEs {t['load_saes_s']:.2f}s, "
         f"baseline {t['baseline_s']:.1f}s, steered {t['steered_s']:.1f}s "
-        f"({t.get('steered_tok_per_s', 0):.1f} tok/s)[/dim]"
+        f"({t.get('steered_tok_per_s', 0):.1f} tok/s)",
+        style="dim",
     )
 
 
@@ -165,9 +168,8 @@ def _print_events(console: Console, events: list[dict], shown: int = 8) -> None:
             for e in found[:shown]
         )
         more = f", ... ({len(found) - shown} more)" if len(found) > shown else ""
-        console.print(
-            f"  [bold]{name}[/bold]: {len(found)} events: {tokens}{more}", highlight=False
-        )
+        line = Text.assemble("  ", (name, "bold"), f": {len(found)} events: {tokens}{more}")
+        console.print(line, highlight=False)
 
 
 def check(

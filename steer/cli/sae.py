@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from steer.cli.common import debug_option, model_option
+from steer.cli.common import debug_option, model_option, out_console
 
 
 def register(app: typer.Typer) -> None:
@@ -71,4 +70,4 @@ def sae_eval(
     for key, value in metrics.items():
         if isinstance(value, (int, float)):
             table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    out_console().print(table)

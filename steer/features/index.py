@@ -239,7 +239,7 @@ class IndexBuild:
         """Open the work file and continue from the state its last flush saved, if any."""
         self.work.parent.mkdir(parents=True, exist_ok=True)
         self.con = connect(self.work)
-        saved = load_resume(self.con)
+        saved = load_resume(self.con, self.state.state_dict())
         if saved is not None:
             self.state.load_state_dict(saved["index"])
             self.encoder.outliers.load_state_dict({"medians": saved["medians"]})

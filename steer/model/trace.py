@@ -136,28 +136,34 @@ def generate(
     layers: Sequence[int] = (),
     edit: StepEdit | None = None,
     busy: Callable[[int, int], bool] | None = None,
-    on_step: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """One ``generate`` over a batch with ``edit`` applied at each of ``layers`` on every step.
 
     Step 0 is the prompt pass, step k >= 1 the k-th generated token. On each step, for each
     layer (in forward order) where ``busy(layer, step)`` holds, ``edit(layer, step, hidden)``
     gets the block's output and returns the new one; returning the same object leaves the
-    block's output alone. ``on_step(step)`` runs after each step's edits. ``gen_kwargs`` go to
-    transformers ``generate`` (a ``logits_processor`` in them runs after every forward pass).
-    Returns the output ids ``[batch, prompt + new]``.
+    block's output alone. ``gen_kwargs`` go to transformers ``generate``; a
+    ``logits_processor`` in them runs after every forward pass (that is where callers count
+    steps: a traced step loop that touches no block never sees the model advance and would
+    wait forever). Returns the output ids ``[batch, prompt + new]``.
     """
     lm = model.lm
     envoys = [(layer, _block(model, layer)) for layer in sorted(layers)]
 
     def step_edits(step: int) -> None:
+        touched = False
         for layer, envoy in envoys:
             if busy is not None and not busy(layer, step):
                 continue
             hidden = envoy.output
+            touched = True
             new = edit(layer, step, hidden)
             if new is not hidden:
                 envoy.output = new
+        if not touched:
+            # A step that reads no block is not tied to the model's own steps: nnsight would
+            # run the loop on without waiting for them, forever. Reading one keeps it in step.
+            _ = envoys[0][1].output
 
     with warnings.catch_warnings():
         # An open-ended step loop leaves one request parked past the last token; nnsight
@@ -166,12 +172,9 @@ def generate(
         with torch.inference_mode():  # noqa: SIM117 - nnsight re-reads the traced `with` block
             with lm.generate(**gen_kwargs) as tracer:
                 with tracer.invoke(enc):
-                    if (envoys and edit is not None) or on_step is not None:
+                    if envoys and edit is not None:
                         for step in tracer.all():
-                            if edit is not None:
-                                step_edits(step)
-                            if on_step is not None:
-                                on_step(step)
+                            step_edits(step)
                 with tracer.invoke():
                     ids = tracer.result.save()
     return ids

@@ -7,13 +7,14 @@ All files are written atomically (:mod:`steer.io`).
 from __future__ import annotations
 
 import html
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from steer.io import atomic_path, atomic_write_text
+from steer.io import atomic_files
 
 COLORS = {"features": "#1f77b4", "neurons": "#ff7f0e"}
 
@@ -73,16 +74,18 @@ def _summary_line(site: dict[str, Any], kind: str) -> str:
 
 
 def write_outputs(result: dict[str, Any], out: Path) -> list[Path]:
-    """Write ``pinpoint.json``, ``curve.html`` and (with matplotlib) ``curve.png`` into ``out``;
-    returns the paths written."""
+    """Write ``pinpoint.json``, ``curve.html`` and (with matplotlib) ``curve.png`` into ``out``
+    as one set: a failure (a full disk) leaves the earlier set as it was. Returns the paths."""
     out = Path(out)
-    written = [out / "pinpoint.json", out / "curve.html"]
-    atomic_write_text(written[0], json.dumps(result, indent=2) + "\n")
-    atomic_write_text(written[1], curve_html(result))
-    png = out / "curve.png"
-    if write_png(result, png):
-        written.append(png)
-    return written
+    names = ["pinpoint.json", "curve.html"]
+    if importlib.util.find_spec("matplotlib") is not None:
+        names.append("curve.png")
+    with atomic_files(out, names) as tmp:
+        tmp["pinpoint.json"].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        tmp["curve.html"].write_text(curve_html(result), encoding="utf-8")
+        if "curve.png" in tmp:
+            write_png(result, tmp["curve.png"])
+    return [out / name for name in names]
 
 
 def _series(site: dict[str, Any]) -> list[tuple[str, list[tuple[float, float]]]]:
@@ -94,7 +97,8 @@ def _series(site: dict[str, Any]) -> list[tuple[str, list[tuple[float, float]]]]
 
 
 def write_png(result: dict[str, Any], path: Path) -> bool:
-    """The curve as a PNG; ``False`` (nothing written) when matplotlib is not installed."""
+    """The curve as a PNG at ``path`` (written in place: callers make it atomic); ``False``
+    (nothing written) when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -116,8 +120,7 @@ def write_png(result: dict[str, Any], path: Path) -> bool:
         ax.legend()
     fig.suptitle(result["metric"], fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
     return True
 

@@ -10,6 +10,8 @@ and names both plugins when a name is taken twice.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -58,6 +60,17 @@ class RegistryKind(Generic[T]):
     def name_of(self, obj: Any) -> str:
         return getattr(obj, self.name_attr)
 
+    def guard(self, obj: Any, plugin: str) -> Any:
+        """``obj`` with each of its ``callables`` raising :class:`PluginError` instead of
+        whatever the plugin's code raises (classes are returned as they are)."""
+        if self.classes or not dataclasses.is_dataclass(obj) or not self.callables:
+            return obj
+        what = f"{self.kind} {self.name_of(obj)!r}"
+        return dataclasses.replace(
+            obj,
+            **{a: guarded(plugin, f"{what} ({a})", getattr(obj, a)) for a in self.callables},
+        )
+
     def validate(self, obj: Any) -> None:
         """Raise ``TypeError``/``ValueError`` for an object this registry cannot hold."""
         wanted = f"steer.{self.expected.__name__}"
@@ -74,6 +87,40 @@ class RegistryKind(Generic[T]):
         for attr in self.callables:
             if not callable(getattr(obj, attr, None)):
                 raise TypeError(f"{self.kind} {name!r}: {attr} is not callable")
+
+
+class PluginError(SteerError):
+    """Plugin code raised: one line naming the plugin and what it was asked to do."""
+
+    def __init__(self, plugin: str, what: str, exc: BaseException):
+        first = (str(exc).strip().splitlines() or [""])[0]
+        reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        super().__init__(f"plugin {plugin!r} failed in {what}: {reason}")
+
+
+def call_plugin(
+    plugin: str, what: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+) -> Any:
+    """``fn(*args, **kwargs)``, where ``fn`` is plugin code: whatever it raises becomes a
+    :class:`PluginError` naming ``plugin`` and ``what`` (a :class:`SteerError` it raises on
+    purpose passes through as it is)."""
+    try:
+        return fn(*args, **kwargs)
+    except SteerError:
+        raise
+    except Exception as exc:
+        raise PluginError(plugin, what, exc) from exc
+
+
+def guarded(plugin: str, what: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` wrapped with :func:`call_plugin`, for calls made long after registration (an
+    intervention's ``apply`` on every token)."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return call_plugin(plugin, what, fn, *args, **kwargs)
+
+    return call
 
 
 class Registry(Generic[T]):
@@ -95,6 +142,7 @@ class Registry(Generic[T]):
                     f"plugin {plugin!r} registered a bad {self.kind.kind}: {exc}"
                 ) from exc
             name = self.kind.name_of(obj)
+            obj = self.kind.guard(obj, plugin)
             if name in self.entries:
                 first = self.entries[name].plugin
                 raise SteerError(
@@ -152,7 +200,8 @@ def registry(pm: Any, kind: RegistryKind[T]) -> Registry[T]:
         # Call implementations one by one, in registration order, so that each gets a register
         # callback that knows its plugin's name (and the first to take a name keeps it).
         for impl in getattr(pm.hook, kind.hook).get_hookimpls():
-            impl.function(register=built.registrar(impl.plugin_name))
+            register = built.registrar(impl.plugin_name)
+            call_plugin(impl.plugin_name, kind.hook, impl.function, register=register)
     if cache is not None:
         cache[kind.hook] = built
     return built

@@ -172,12 +172,21 @@ def _saelens_config(raw: dict[str, Any], where: str) -> SAEConfig:
     )
 
 
+def _positive(value: int | None, key: str, where: str, *, why: str = "") -> int:
+    if value is None or value < 1:
+        raise SteerError(f"{key} must be a positive integer{why}, got {value!r}", where=where)
+    return value
+
+
 def _sparsify_config(folder: Path, raw: dict[str, Any], where: str) -> SAEConfig:
     """SAEConfig from a sparsify cfg.json; the hookpoint is the folder's name."""
-    d_in = _int_or_none(_require(raw, "d_in", where), "d_in", where)
+    d_in = _positive(_int_or_none(_require(raw, "d_in", where), "d_in", where), "d_in", where)
     n = _int_or_none(raw.get("num_latents"), "num_latents", where) or 0
+    if n < 0:
+        raise SteerError(f"num_latents must be a positive integer (or 0), got {n}", where=where)
     if n == 0:  # sparsify: 0 means d_in * expansion_factor
-        n = d_in * (_int_or_none(raw.get("expansion_factor", 32), "expansion_factor", where) or 0)
+        factor = _int_or_none(raw.get("expansion_factor", 32), "expansion_factor", where)
+        n = d_in * _positive(factor, "expansion_factor", where, why=" when num_latents is 0")
     _refuse(raw, "activation", "topk", where)
     for key in ("skip_connection", "transcode", "embed_skip", "gram_lookup"):
         _refuse(raw, key, False, where)
@@ -206,7 +215,9 @@ def _sparsify_config(folder: Path, raw: dict[str, Any], where: str) -> SAEConfig
 
 
 def read_config(path: str | Path, pm: Any) -> tuple[Path, bool, SAEConfig, type[SAE]]:
-    """Folder, whether it is sparsify, its config, and the class that runs it."""
+    """Folder, whether it is sparsify, its config, and the class that runs it; the config is
+    checked against the class, and its sizes against the weights file's size (when there is
+    one)."""
     folder = _find_folder(path)
     cfg_file = folder / CFG_FILENAME
     where = str(cfg_file)
@@ -229,7 +240,53 @@ def read_config(path: str | Path, pm: Any) -> tuple[Path, bool, SAEConfig, type[
         cls.check_config(cfg)
     except (ValueError, TypeError) as exc:
         raise SteerError(str(exc).splitlines()[0], where=where) from None
+    if is_sparsify:
+        weights, latents = folder / SPARSIFY_WEIGHTS, "num_latents"
+        if not raw.get("num_latents"):
+            latents = "num_latents (d_in * expansion_factor)"
+    else:
+        weights, latents = folder / WEIGHTS_FILENAME, "d_sae"
+    _check_sizes(cfg, weights, latents, where)
     return folder, is_sparsify, cfg, cls
+
+
+# The fewest bytes a stored weight takes (float8, uint8): a weights file holding W_enc and
+# W_dec, [d_in, d_sae] each, has at least 2 * d_in * d_sae bytes, whatever dtype it stores.
+_MIN_BYTES_PER_WEIGHT = 1
+
+
+def _check_sizes(cfg: SAEConfig, weights: Path, latents: str, where: str) -> None:
+    """Refuse sizes the weights file is too small to hold, from its size alone: a cfg.json
+    that claims a huge SAE must fail here, not in the allocator. ``latents`` names d_sae's
+    key in cfg.json."""
+    if not weights.is_file():
+        return  # load_sae reports the missing file; the config alone is still readable
+    have = weights.stat().st_size
+    need = 2 * cfg.d_in * cfg.d_sae * _MIN_BYTES_PER_WEIGHT
+    if need <= have:
+        return
+    with open_safetensors(weights):  # a truncated or corrupt file: say so, not "too large"
+        pass
+    # Name the key that is absurd on its own (the other being at least 1), else both.
+    sizes = {"d_in": cfg.d_in, latents: cfg.d_sae}
+    blamed = [f"{k} {v}" for k, v in sizes.items() if 2 * v * _MIN_BYTES_PER_WEIGHT > have]
+    blamed = blamed or [f"{k} {v}" for k, v in sizes.items()]
+    verb = "is" if len(blamed) == 1 else "are"
+    raise SteerError(
+        f"{' and '.join(blamed)} {verb} too large: the weights would take at least "
+        f"{_human_bytes(need)}, but {weights.name} is only {_human_bytes(have)}",
+        where=where,
+    )
+
+
+def _human_bytes(n: float) -> str:
+    if n < 1000:
+        return f"{int(n)} bytes"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:.3g} {unit}"
+    return f"{n / 1000:.3g} TB"
 
 
 def open_safetensors(file: Path) -> Any:

@@ -46,10 +46,12 @@ __all__ = [
 ]
 
 
-def _read_tensors(file: Path, expected: dict[str, tuple[int, ...]], says: str) -> dict:
-    """The tensors ``expected`` names, after checking each is there with the right shape."""
-    if not file.is_file():
-        raise SteerError(f"weights file {file.name} is missing", where=str(file.parent))
+def _read_tensors(
+    file: Path, expected: dict[str, tuple[int, ...]], says: str, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """The tensors ``expected`` names, cast to ``dtype``, after checking from the file's header
+    (no data read) that each is there with the right shape, and then that every value is
+    finite."""
     with open_safetensors(file) as f:
         keys = set(f.keys())
         extra = keys - set(expected)
@@ -68,16 +70,60 @@ def _read_tensors(file: Path, expected: dict[str, tuple[int, ...]], says: str) -
             extra.discard("scaling_factor")
         if extra:
             raise SteerError(f"unexpected tensors: {', '.join(sorted(extra))}", where=str(file))
-        try:
-            return {name: f.get_tensor(name) for name in expected}
-        except (safetensors.SafetensorError, OSError) as exc:
-            first = str(exc).splitlines()[0]
-            raise SteerError(f"cannot read tensor data ({first})", where=str(file)) from None
+        tensors = {}
+        for name in expected:
+            try:
+                stored = f.get_tensor(name)
+            except (safetensors.SafetensorError, OSError) as exc:
+                first = str(exc).splitlines()[0]
+                raise SteerError(f"cannot read tensor data ({first})", where=str(file)) from None
+            _check_finite(stored, name, file, "")
+            tensors[name] = stored.to(dtype)
+            if tensors[name] is not stored:
+                # A value too large for the dtype the SAE computes in becomes inf when cast.
+                _check_finite(tensors[name], name, file, f" once cast to {dtype_name(dtype)}")
+        return tensors
+
+
+def _check_finite(tensor: torch.Tensor, name: str, file: Path, cast: str) -> None:
+    """Refuse a tensor holding NaN or infinity: such an SAE would load and then turn every
+    steered activation into NaN, with nothing saying why."""
+    if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+        return
+    bad = int((~torch.isfinite(tensor)).sum())
+    raise SteerError(f"{name} holds {bad} NaN/inf values{cast}", where=str(file))
+
+
+def _skeleton(cls: type[SAE], cfg: SAEConfig, where: str) -> SAE:
+    """``cls(cfg)`` with its parameters on the meta device: their shapes, for checking the
+    weights file's header against, and no memory, so a cfg.json that claims a huge SAE
+    cannot exhaust it before the file is checked."""
+    try:
+        with torch.device("meta"):
+            return construct(cls, cfg, where=where)
+    except (RuntimeError, NotImplementedError):
+        # A plugin whose __init__ computes on its own tensors cannot run on meta. read_config
+        # has bounded the sizes by the weights file's, so building it for real is safe.
+        return construct(cls, cfg, where=where)
+
+
+def _on_meta(sae: SAE) -> list[str]:
+    """Tensors of ``sae`` still on the meta device: parameters, buffers (non-persistent ones
+    too) and plain tensor attributes that __init__ computed."""
+    named = [*sae.named_parameters(), *sae.named_buffers()]
+    for prefix, module in sae.named_modules():
+        named += [
+            (f"{prefix}.{key}".lstrip("."), value)
+            for key, value in vars(module).items()
+            if isinstance(value, torch.Tensor)
+        ]
+    return [name for name, tensor in named if tensor.is_meta]
 
 
 def read_sae_config(path: str | Path, *, pm: Any = None) -> SAEConfig:
     """The config of the SAE at ``path``, reading only its cfg.json (and, for sparsify, the
-    weights file's header for the dtype): no weights are loaded.
+    weights file's header for the dtype) and the weights file's size, which must be able to
+    hold the sizes cfg.json gives: no weights are loaded.
 
     Raises the same one-line :class:`SteerError` as :func:`load_sae` for anything wrong in
     cfg.json. ``pm`` supplies plugin architectures (built-ins only when ``None``).
@@ -91,14 +137,21 @@ def load_sae(path: str | Path, *, pm: Any = None, device: str | torch.device = "
 
     Weights are cast to the cfg.json dtype and moved to ``device``. ``pm`` supplies plugin
     architectures (built-ins only when ``None``). Anything wrong raises a one-line
-    :class:`SteerError` naming the file and the problem.
+    :class:`SteerError` naming the file and the problem, and before anything the size of the
+    SAE is allocated: sizes the weights file cannot hold, tensors missing or of the wrong shape
+    (read from the file's header), and weights that hold NaN or infinity.
     """
     folder, is_sparsify, cfg, cls = read_config(path, pm)
-    sae = construct(cls, cfg, where=str(folder / CFG_FILENAME))
+    where = str(folder / CFG_FILENAME)
+    file = folder / (SPARSIFY_WEIGHTS if is_sparsify else WEIGHTS_FILENAME)
+    if not file.is_file():
+        raise SteerError(f"weights file {file.name} is missing", where=str(folder))
+    sae = _skeleton(cls, cfg, where)
+    dtype = cfg.torch_dtype
     if is_sparsify:
         n, d = cfg.d_sae, cfg.d_in
         expected = {"encoder.weight": (n, d), "encoder.bias": (n,), "W_dec": (n, d), "b_dec": (d,)}
-        raw = _read_tensors(folder / SPARSIFY_WEIGHTS, expected, f"d_in={d}, num_latents={n}")
+        raw = _read_tensors(file, expected, f"d_in={d}, num_latents={n}", dtype)
         tensors = {
             "W_enc": raw["encoder.weight"].T.contiguous(),  # sparsify stores it [n, d_in]
             "b_enc": raw["encoder.bias"],
@@ -107,10 +160,15 @@ def load_sae(path: str | Path, *, pm: Any = None, device: str | torch.device = "
         }
     else:
         expected = {name: tuple(t.shape) for name, t in sae.state_dict().items()}
-        says = f"d_in={cfg.d_in}, d_sae={cfg.d_sae}"
-        tensors = _read_tensors(folder / WEIGHTS_FILENAME, expected, says)
-    dtype = cfg.torch_dtype
-    sae.load_state_dict({k: v.to(dtype) for k, v in tensors.items()}, strict=True, assign=True)
+        tensors = _read_tensors(file, expected, f"d_in={cfg.d_in}, d_sae={cfg.d_sae}", dtype)
+    # assign: the file's tensors become the parameters, replacing the meta placeholders.
+    sae.load_state_dict(tensors, strict=True, assign=True)
+    if _on_meta(sae):
+        # Something the file does not hold (a non-persistent buffer, a tensor computed in
+        # __init__) is still a placeholder: build the module for real, now that the file has
+        # matched the config, and load into that, as steer always did.
+        sae = construct(cls, cfg, where=where)
+        sae.load_state_dict(tensors, strict=True, assign=True)
     return sae.to(device)
 
 

@@ -16,11 +16,14 @@ from typing import Any
 import torch
 from transformers import LogitsProcessorList
 
+from steer.errors import SteerError
 from steer.model import LoadedModel
 from steer.model.trace import generate
+from steer.plugins.registry import call_plugin
 from steer.steering.attach import attach_saes, load_saes, resolve_hub_features
 from steer.steering.edit import Readings, edit_site
 from steer.steering.generation import (
+    StepCounter,
     eos_ids,
     generate_plain,
     generation_kwargs,
@@ -88,7 +91,8 @@ class Steerer:
         monitor event as soon as its token is known (before the next token is generated).
         """
         recipe, gen = self.recipe, self.recipe.generation
-        self.pm.hook.steer_run_started(recipe=recipe)
+        for impl in self.pm.hook.steer_run_started.get_hookimpls():
+            call_plugin(impl.plugin_name, "steer_run_started", impl.function, recipe=recipe)
         timing = dict(self.timing, baseline_s=0.0, steered_s=0.0, new_tokens=0)
         results: list[PromptResult] = []
         indices = list(range(len(recipe.prompts)))
@@ -138,10 +142,17 @@ class Steerer:
         if timing["steered_s"] > 0:
             timing["steered_tok_per_s"] = timing["new_tokens"] / timing["steered_s"]
         run_results = RunResults(results=results, timing=timing)
-        try:
-            self.pm.hook.steer_run_finished(recipe=recipe, results=run_results)
-        except Exception as exc:  # a reporter's failure must not lose the results
-            log.warning("a steer_run_finished plugin failed: %s: %s", type(exc).__name__, exc)
+        for impl in self.pm.hook.steer_run_finished.get_hookimpls():
+            try:
+                call_plugin(
+                    impl.plugin_name,
+                    "steer_run_finished",
+                    impl.function,
+                    recipe=recipe,
+                    results=run_results,
+                )
+            except SteerError as exc:  # a reporter's failure must not lose the results
+                log.warning("%s", exc)
         return run_results
 
     def _decode(self, enc, ids: torch.Tensor) -> tuple[list[str], list[int]]:
@@ -175,8 +186,10 @@ def generate_steered(
         raise ValueError("sites with monitors need a LiveMonitor")
     readings = monitor.readings if monitor is not None else Readings()
     kwargs = generation_kwargs(recipe, model)
-    if monitor is not None:
-        kwargs["logits_processor"] = LogitsProcessorList([monitor])
+    # Both run right after each forward pass: a step is counted, then its events are reported.
+    processors = [p for p in (StepCounter(on_step) if on_step else None, monitor) if p]
+    if processors:
+        kwargs["logits_processor"] = LogitsProcessorList(processors)
     by_layer: dict[int, list[Site]] = {}
     for site in sites:
         by_layer.setdefault(site.layer, []).append(site)
@@ -192,9 +205,7 @@ def generate_steered(
         return hidden
 
     seed_generation(recipe)
-    return generate(
-        model, enc, kwargs, layers=list(by_layer), edit=edit, busy=busy, on_step=on_step
-    )
+    return generate(model, enc, kwargs, layers=list(by_layer), edit=edit, busy=busy)
 
 
 def run_recipe(recipe: Recipe, **kwargs: Any) -> RunResults:

@@ -4,9 +4,11 @@ completions at end-of-sequence."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
+from transformers import LogitsProcessor
 
 from steer.model import LoadedModel
 from steer.steering.recipe import Recipe
@@ -53,3 +55,17 @@ def generate_plain(
     seed_generation(recipe)
     with torch.inference_mode():
         return model.hf.generate(**enc, **generation_kwargs(recipe, model))
+
+
+class StepCounter(LogitsProcessor):
+    """Calls ``on_step(step)`` after every forward pass of ``generate`` (step 0: the prompt
+    pass; step k: the k-th generated token), without touching the scores."""
+
+    def __init__(self, on_step: Callable[[int], None]):
+        self.on_step = on_step
+        self.step = 0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.on_step(self.step)
+        self.step += 1
+        return scores

@@ -7,6 +7,7 @@ carries), on the prompt pass and on every generated token.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -78,11 +79,15 @@ def monitor_settings(monitor: MonitorType, given: dict[str, Any], *, where: str)
     if monitor.settings is None:
         return {}
     try:
-        checked = monitor.settings.model_validate(given)
+        checked = monitor.settings.model_validate(given).model_dump()
     except ValidationError as exc:
         at, message = first_error(exc)
         raise SteerError(message, where=f"{where}.{at}") from None
-    return checked.model_dump()
+    for key, value in checked.items():
+        # Whatever the plugin's model allows: NaN and infinity pass every comparison test.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SteerError(f"must be a finite number, got {value}", where=f"{where}.{key}")
+    return checked
 
 
 def describe_monitor(plugin: str, settings: dict[str, Any]) -> str:

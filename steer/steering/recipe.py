@@ -116,7 +116,7 @@ class MonitorSpec(StrictModel):
     """
 
     # Extra keys are the monitor plugin's settings; check_recipe refuses the unknown ones.
-    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True, allow_inf_nan=False)
 
     plugin: str = "threshold"
     sae: str = Field(min_length=1)

@@ -4,7 +4,8 @@ Pipeline: token windows -> activation cache (resumable, float16 on disk) -> shuf
 -> SAE trained with Adam in a scaled space -> saved in SAELens format with the scale folded
 back, so the saved SAE works on raw activations. Checkpoints hold everything needed to
 continue bit-for-bit: the batch at step s is a pure function of (seed, s), so resuming replays
-the data stream.
+the data stream. They are tensors in safetensors and the rest in JSON (see
+:mod:`steer.training.checkpoint`): reading one never runs code.
 
 :class:`TrainingRun` splits a run into its steps -- set up (check the settings, collect the
 activations, build the trainer), :meth:`~TrainingRun.load_state` (resume),
@@ -28,9 +29,16 @@ import torch
 from steer.corpus.documents import HFSource, source_files
 from steer.corpus.windows import build_windows
 from steer.errors import SteerError
-from steer.io import atomic_path, file_sha256
+from steer.io import file_sha256
 from steer.model.positions import OUTLIER_RULE
 from steer.training.cache import ActivationCache, build_activation_cache
+from steer.training.checkpoint import (
+    CHECKPOINT_DIRNAME,
+    CheckpointError,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from steer.training.config import TrainConfig, owner
 from steer.training.standard import StandardTrainer
 from steer.training.topk import TopKTrainer
@@ -41,7 +49,6 @@ log = logging.getLogger(__name__)
 # Settings that change neither the activations nor the weights a run produces: a run that
 # differs only in these continues the same cache and checkpoints.
 _VOLATILE = ("checkpoint_every", "checkpoint_dir", "cache_dir", "metadata", "storage_dtype")
-CHECKPOINT_FILENAME = "checkpoint.pt"
 
 StepCallback = Callable[[int, dict[str, float]], None]
 
@@ -116,7 +123,7 @@ class TrainingRun:
         ckpt_dir = (
             Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else default_dir("checkpoints", cfg)
         )
-        self.checkpoint_file = ckpt_dir / CHECKPOINT_FILENAME
+        self.checkpoint_folder = ckpt_dir / CHECKPOINT_DIRNAME
 
     def _collect(self) -> ActivationCache:
         bar = None
@@ -146,15 +153,20 @@ class TrainingRun:
         return TopKTrainer(cfg, self.model.d_model, sample)
 
     def load_state(self) -> bool:
-        """Continue from the last checkpoint, if there is one; returns whether there was."""
-        if not self.checkpoint_file.is_file():
+        """Continue from the last checkpoint, if there is one; returns whether there was.
+        A checkpoint that cannot be read or does not fit this run is a one-line SteerError."""
+        folder = find_checkpoint(self.checkpoint_folder)
+        if folder is None:
             return False
-        state = torch.load(self.checkpoint_file, weights_only=False)
-        if state.get("run_key") != run_key(self.cfg):
+        state = load_checkpoint(folder)
+        if state.values.get("run_key") != run_key(self.cfg):
+            raise SteerError("checkpoint is from a different config", where=str(folder))
+        try:
+            self.trainer.load(state)
+        except CheckpointError as exc:
             raise SteerError(
-                "checkpoint is from a different config", where=str(self.checkpoint_file)
-            )
-        self.trainer.load(state)
+                f"checkpoint does not fit this run: {exc}", where=str(folder)
+            ) from None
         log.info("resuming from step %d", self.trainer.step)
         return True
 
@@ -164,15 +176,15 @@ class TrainingRun:
         # step); it is written out too so a reader can see where the run stood.
         per_epoch = self.cache.batches_per_epoch(self.cfg.batch_size)
         epoch, batch_in_epoch = divmod(self.trainer.step, per_epoch)
-        position = {"epoch": epoch, "batch_in_epoch": batch_in_epoch}
-        state = {**self.trainer.state(), "data_position": position, "run_key": run_key(self.cfg)}
+        state = self.trainer.state()
+        state.values["data_position"] = {"epoch": epoch, "batch_in_epoch": batch_in_epoch}
+        state.values["run_key"] = run_key(self.cfg)
         try:
-            with atomic_path(self.checkpoint_file) as tmp:
-                torch.save(state, tmp)
+            save_checkpoint(self.checkpoint_folder, state)
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise SteerError(
-                f"cannot write the checkpoint: {reason}", where=str(self.checkpoint_file)
+                f"cannot write the checkpoint: {reason}", where=str(self.checkpoint_folder)
             ) from exc
 
     def fit(self, callback: StepCallback | None = None) -> None:

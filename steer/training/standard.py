@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from steer.training.checkpoint import CheckpointError, TrainState
 from steer.training.config import TrainConfig
 from steer.training.trainer import Trainer
 
@@ -121,17 +122,27 @@ class StandardTrainer(Trainer):
         l1 = f @ self.params["W_dec"].norm(dim=1)
         return (recon - x).pow(2).sum(1) + self.cfg.l1_coefficient * l1
 
-    def state(self) -> dict[str, Any]:
-        return {
-            **super().state(),
-            "resample_gen": self.resample_gen.get_state(),
-            "resampled": list(self.resampled),
-        }
+    def state(self) -> TrainState:
+        """The shared state plus the resample generator and the resampling history."""
+        state = super().state()
+        state.tensors["resample_gen"] = self.resample_gen.get_state()
+        state.values["resampled"] = [dict(r) for r in self.resampled]
+        return state
 
-    def load(self, state: dict[str, Any]) -> None:
+    def load(self, state: TrainState) -> None:
+        """Continue from ``state`` (checked in full before anything changes)."""
+        gen = state.generator("resample_gen")
+        resampled = state.value("resampled", list)
+        for record in resampled:
+            if not (
+                isinstance(record, dict)
+                and set(record) == {"step", "features"}
+                and all(type(v) is int for v in record.values())
+            ):
+                raise CheckpointError(f"'resampled' holds {record!r}, not a resampling")
         super().load(state)
-        self.resample_gen.set_state(state["resample_gen"])
-        self.resampled = list(state["resampled"])
+        self.resample_gen.set_state(gen)
+        self.resampled = [dict(r) for r in resampled]
 
     def raw_weights(self) -> dict[str, torch.Tensor]:
         """Weights for raw activations with unit-norm decoder rows: ReLU commutes with a positive

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from steer.training.checkpoint import CheckpointError, TrainState, put_adam, take_adam
 from steer.training.config import TrainConfig
 
 
@@ -67,30 +68,51 @@ class Trainer:
             self.fire_counts += fired
             self.count_tokens += n_tokens
 
-    def state(self) -> dict[str, Any]:
-        return {
-            "params": {n: t.detach().clone() for n, t in self.params.items()},
-            "opt": self.opt.state_dict(),
-            "since_fired": self.since_fired,
-            "fire_counts": self.fire_counts,
-            "count_tokens": self.count_tokens,
-            "step": self.step,
-            "scale": self.scale,
-            "metrics": self.last_metrics,
-            "rng": torch.get_rng_state(),
-        }
+    def state(self) -> TrainState:
+        """The exact state to resume from: tensors (parameters, Adam's moments, the clocks,
+        the RNG) and plain values (step, scale, metrics, Adam's hyper-parameters)."""
+        state = TrainState()
+        for name, param in self.params.items():
+            state.tensors[f"params.{name}"] = param.detach().clone()
+        put_adam(state, self.opt, list(self.params))
+        state.tensors["since_fired"] = self.since_fired.clone()
+        state.tensors["fire_counts"] = self.fire_counts.clone()
+        state.tensors["rng"] = torch.get_rng_state()
+        state.values.update(
+            count_tokens=self.count_tokens,
+            step=self.step,
+            scale=self.scale,
+            metrics=dict(self.last_metrics),
+        )
+        return state
 
-    def load(self, state: dict[str, Any]) -> None:
+    def load(self, state: TrainState) -> None:
+        """Continue from ``state``. Everything is checked before anything changes: a state
+        that does not fit (a tensor missing, extra or of another shape, a value of the wrong
+        type) raises :class:`CheckpointError` and leaves the trainer as it was."""
+        d_sae = self.cfg.d_sae
+        params = {
+            name: state.tensor(f"params.{name}", p.shape, p.dtype)
+            for name, p in self.params.items()
+        }
+        adam = take_adam(state, self.opt, self.params)
+        since_fired = state.tensor("since_fired", (d_sae,), torch.long)
+        fire_counts = state.tensor("fire_counts", (d_sae,), torch.long)
+        rng = state.generator("rng")
+        count_tokens = state.value("count_tokens", int)
+        step, scale = state.value("step", int), state.value("scale", float)
+        metrics = state.value("metrics", dict)
+        if not all(isinstance(v, (int, float)) for v in metrics.values()):
+            raise CheckpointError("'metrics' holds a value that is not a number")
+        state.check_all_taken()
         with torch.no_grad():
-            for n, t in state["params"].items():
-                self.params[n].copy_(t)
-        self.opt.load_state_dict(state["opt"])
-        self.since_fired = state["since_fired"]
-        self.fire_counts = state["fire_counts"]
-        self.count_tokens = state["count_tokens"]
-        self.step, self.scale = state["step"], state["scale"]
-        self.last_metrics = state["metrics"]
-        torch.set_rng_state(state["rng"])
+            for name, tensor in params.items():
+                self.params[name].copy_(tensor)
+        self.opt.load_state_dict(adam)
+        self.since_fired, self.fire_counts = since_fired, fire_counts
+        self.count_tokens, self.step, self.scale = count_tokens, step, scale
+        self.last_metrics = {k: float(v) for k, v in metrics.items()}
+        torch.set_rng_state(rng)
 
     def raw_weights(self) -> dict[str, torch.Tensor]:
         """SAELens weights that act on raw activations: the features come out divided by the

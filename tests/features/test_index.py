@@ -187,3 +187,124 @@ def test_a_build_killed_before_its_first_flush_starts_again(tmp_path, tiny_model
     *_, result = build_small_index(tmp_path, tiny_model)
     assert result.status == "built" and not work.exists()
     assert result.windows == result.meta["windows_total"]
+
+
+# ----------------------------------------------------------------------------- resume state
+
+
+def _partial(tmp_path, model):
+    *_, partial = build_small_index(tmp_path, model, stop_after=5, flush_every=2)
+    assert partial.status == "partial"
+    return partial.path
+
+
+def test_the_resume_state_is_safetensors_and_json(tmp_path, tiny_model):
+    import safetensors.torch
+
+    work = _partial(tmp_path, tiny_model)
+    ((blob, text),) = _table(work, "SELECT value, state_json FROM resume WHERE key = 'state'")
+    assert blob[:2] not in (b"\x80\x02", b"PK")  # neither a pickle nor a torch zip
+    tensors = safetensors.torch.load(blob)
+    assert tensors["top_tokens"].shape[0] == D_SAE and tensors["sum_act"].dtype == torch.float64
+    values = json.loads(text)
+    assert values["windows_done"] == 6 and isinstance(values["medians"], list)
+    assert values["stats"]["kept"] > 0
+
+
+def _set_resume(work, value=None, state_json=None):
+    con = sqlite3.connect(work)
+    with con:
+        if value is not None:
+            con.execute("UPDATE resume SET value = ? WHERE key = 'state'", (value,))
+        if state_json is not None:
+            con.execute("UPDATE resume SET state_json = ? WHERE key = 'state'", (state_json,))
+    con.close()
+
+
+def _retensor(blob, name, tensor):
+    import safetensors.torch
+
+    tensors = safetensors.torch.load(blob)
+    tensors[name] = tensor
+    return safetensors.torch.save(tensors)
+
+
+CORRUPTIONS = {
+    "truncated tensors": (lambda b, j: (b[: len(b) // 2], None), "incomplete metadata"),
+    "not safetensors": (lambda b, j: (b"\x80\x04junk", None), "corrupt resume state"),
+    "broken JSON": (lambda b, j: (None, j[:-3]), "corrupt resume state"),
+    "JSON of another shape": (lambda b, j: (None, "[1, 2]"), "not an object"),
+    "bad windows_done": (
+        lambda b, j: (None, json.dumps({**json.loads(j), "windows_done": "6"})),
+        "windows_done is '6'",
+    ),
+    "unknown stat": (
+        lambda b, j: (None, json.dumps({**json.loads(j), "stats": {"__class__": 1}})),
+        "stats is not a map",
+    ),
+    "wrong shape": (
+        lambda b, j: (_retensor(b, "n_fired", torch.zeros(3, dtype=torch.int64)), None),
+        "tensor 'n_fired' is torch.int64 [3], expected torch.int64 [48]",
+    ),
+    "wrong dtype": (
+        lambda b, j: (_retensor(b, "hist", torch.zeros(D_SAE, len(HIST_EDGES) - 1)), None),
+        "tensor 'hist' is torch.float32",
+    ),
+    "extra tensor": (
+        lambda b, j: (_retensor(b, "d_sae", torch.zeros(1)), None),
+        "tensor 'd_sae' is unexpected",
+    ),
+}
+
+
+@pytest.mark.parametrize("corruption", list(CORRUPTIONS))
+def test_a_corrupt_resume_state_is_one_line(tmp_path, tiny_model, corruption):
+    work = _partial(tmp_path, tiny_model)
+    ((blob, text),) = _table(work, "SELECT value, state_json FROM resume")
+    spoil, fragment = CORRUPTIONS[corruption]
+    _set_resume(work, *spoil(blob, text))
+    with pytest.raises(SteerError) as info:
+        build_small_index(tmp_path, tiny_model)
+    message = str(info.value)
+    assert "\n" not in message and str(work) in message and "resume state" in message
+    assert fragment in message
+
+
+class _Payload:
+    """Unpickling this creates the folder ``marker``: what an attacker's code would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.marker,))
+
+
+def test_an_old_pickled_resume_state_is_never_loaded(tmp_path, tiny_model):
+    import io
+
+    fresh_dir = tmp_path / "fresh"
+    fresh_dir.mkdir()
+    *_, fresh = build_small_index(fresh_dir, tiny_model)
+    part_dir = tmp_path / "part"
+    part_dir.mkdir()
+    work = _partial(part_dir, tiny_model)
+    marker = tmp_path / "pwned"
+    buf = io.BytesIO()
+    torch.save(_Payload(marker), buf)
+    con = sqlite3.connect(work)
+    with con:  # the resume table as an older steer wrote it, holding a pickle
+        con.execute("DROP TABLE resume")
+        con.execute("CREATE TABLE resume(key TEXT PRIMARY KEY, value BLOB)")
+        con.execute("INSERT INTO resume VALUES ('state', ?)", (buf.getvalue(),))
+    con.close()
+
+    *_, rebuilt = build_small_index(part_dir, tiny_model)
+    assert not marker.exists()
+    assert rebuilt.status == "built"  # started over, not resumed from the unread state
+    for sql in ("SELECT * FROM features ORDER BY id", "SELECT * FROM contexts ORDER BY 1, 2"):
+        assert _table(rebuilt.path, sql) == _table(fresh.path, sql)
+    torch.load(io.BytesIO(buf.getvalue()), weights_only=False)  # the control: a real attack
+    assert marker.is_dir()

@@ -5,6 +5,8 @@ edit that returns it unchanged, leaves the model's logits and tokens as they wer
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from support.tiny import tiny_llama, tiny_tokenizer
@@ -76,6 +78,16 @@ def test_replacing_a_block_output_with_itself_changes_nothing(family):
     assert torch.allclose(last[:, -1], logits[:, -1], atol=1e-5)
 
 
+def within(seconds: float, fn):
+    """``fn()``, failing the test (instead of hanging it) when it does not return in time."""
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(fn()), daemon=True)
+    worker.start()
+    worker.join(timeout=seconds)
+    assert done, f"did not return within {seconds} s"
+    return done[0]
+
+
 def plain_generation(model, ids, n: int):
     """``(enc, generate kwargs, plain transformers output)`` for ``n`` greedy new tokens."""
     kwargs = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False}
@@ -106,3 +118,22 @@ def test_a_generate_edit_writes_back_into_the_block(family):
     push = torch.randn(model.d_model, generator=torch.Generator().manual_seed(1)) * 50
     steered = trace.generate(model, enc, kwargs, layers=[1], edit=lambda _l, _s, h: h + push)
     assert not torch.equal(steered, plain)
+
+
+def test_a_step_with_nothing_to_edit_stays_in_step_with_the_model(family):
+    # An edit on the prompt only: later steps read no block, and must still follow the model's
+    # own steps one by one (nnsight would otherwise run the step loop on, unbounded).
+    model, ids, _, _ = family
+    enc, kwargs, plain = plain_generation(model, ids, 5)
+    asked: list[int] = []
+
+    def prompt_only(layer, step):
+        asked.append(step)
+        return step == 0
+
+    steered = trace.generate(
+        model, enc, kwargs, layers=[1], edit=lambda _l, _s, h: h, busy=prompt_only
+    )
+    # Steps 0-4 make the 5 tokens; the loop then waits at step 5 for a pass that never comes.
+    assert asked == [0, 1, 2, 3, 4, 5]
+    assert torch.equal(steered, plain)

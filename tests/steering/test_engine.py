@@ -302,3 +302,24 @@ def test_steerer_keeps_the_recipe_with_ids(tiny_model, pm, ortho_dir):
         }
     )
     assert Steerer(recipe, pm=pm, model=tiny_model).recipe.interventions[0].features == [3]
+
+
+def test_progress_is_reported_without_any_edit(tiny_model):
+    """A run with nothing to edit still reports every step (the CLI's progress bar), and ends:
+    a traced step loop that touches no block would wait forever for the model to advance."""
+    import threading
+
+    recipe = parse_recipe(
+        {"prompts": ["hi", "The cat"], "generation": {"max_new_tokens": 4, "min_new_tokens": 4}}
+    )
+    steerer = Steerer(recipe, model=tiny_model)
+    steps: list[int] = []
+    done: list = []
+    worker = threading.Thread(
+        target=lambda: done.append(steerer.run(baseline=False, on_step=steps.append)),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=60)
+    assert done, "the run did not end"
+    assert steps == [0, 1, 2, 3]

@@ -231,7 +231,7 @@ def test_resume_continues_from_the_checkpoint_with_the_same_result(model, corpus
     cfg_b = _config(tmp_path / "b", corpus, **over)
     with pytest.raises(Crash):
         train_sae(cfg_b, model=model, progress=False, callback=crash)
-    ckpt = torch.load(tmp_path / "b" / "ckpt" / "checkpoint.pt", weights_only=False)
+    ckpt = json.loads((tmp_path / "b" / "ckpt" / "checkpoint" / "state.json").read_text())
     assert ckpt["step"] == 80
     steps: list[int] = []
     resumed_cfg = _config(tmp_path / "b", corpus, **over)
@@ -445,16 +445,18 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(
 
     disk_full = False
     if failure == "write":  # the writer gets part of the file out, then the disk is full
-        real_save = torch.save
+        import safetensors.torch
 
-        def save(obj, path, *args, **kwargs):
+        real_save = safetensors.torch.save_file
+
+        def save(tensors, path, *args, **kwargs):
             if not disk_full:
-                return real_save(obj, path, *args, **kwargs)
+                return real_save(tensors, path, *args, **kwargs)
             with open(path, "wb") as fh:
-                fh.write(b"PK\x03\x04 half a checkpoint")
+                fh.write(b"\x08\x00\x00\x00\x00\x00\x00\x00{")  # a header, then no room
             raise _enospc()
 
-        monkeypatch.setattr(torch, "save", save)
+        monkeypatch.setattr(safetensors.torch, "save_file", save)
     else:  # the data sat in the page cache; flushing it to disk fails
         real_fsync = os.fsync
 
@@ -474,10 +476,14 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_previous_one(
         train_sae(cfg, model=model, progress=False, callback=fill_disk)
     assert "\n" not in str(info.value) and "checkpoint" in str(info.value)
     ckpt_dir = tmp_path / "ckpt"
-    assert [p.name for p in ckpt_dir.iterdir()] == ["checkpoint.pt"]
+    assert [p.name for p in ckpt_dir.iterdir()] == ["checkpoint"]
     monkeypatch.undo()
-    assert torch.load(ckpt_dir / "checkpoint.pt", weights_only=False)["step"] == 40
+    assert json.loads((ckpt_dir / "checkpoint" / "state.json").read_text())["step"] == 40
     assert not (tmp_path / "sae").exists()
+    # The tensors beside it are whole and of the same step: the run resumes from them.
+    steps: list[int] = []
+    train_sae(cfg, model=model, resume=True, progress=False, callback=lambda s, m: steps.append(s))
+    assert steps[0] == 41
 
 
 @pytest.mark.parametrize("fail_on", [1, 2])  # the weights file, or the sparsity file after it
@@ -498,6 +504,8 @@ def test_a_full_disk_during_the_final_save_keeps_the_earlier_sae(
     calls = []
 
     def save_file(tensors, filename, *args, **kwargs):
+        if filename.endswith("tensors.safetensors"):  # a checkpoint: the disk has room for it
+            return real_save_file(tensors, filename, *args, **kwargs)
         calls.append(filename)
         if len(calls) < fail_on:
             return real_save_file(tensors, filename, *args, **kwargs)
