@@ -10,12 +10,16 @@ the shipped SAE. Prints, per category, how many cases ended in each outcome:
   several lines / exit 2 refused, but not in one line
   traceback              an exception escaped the CLI
   ran attacker's code    a pickled checkpoint was unpickled on resume
+  hangs                  no answer within --hang seconds
 
 The same script runs against an older checkout (``PYTHONPATH=/path/to/old python
 experiments/bad_input_campaign.py``) for a before/after table; it uses only the CLI, so it works
-across refactors. About 3 minutes on 2 CPU cores.
+across refactors. About 6 minutes on 2 CPU cores.
 
-    python experiments/bad_input_campaign.py [--json out.json] [--fuzz 20]
+    until python experiments/bad_input_campaign.py --json out.json; do :; done
+
+(a case that hangs ends the process after ``--hang`` seconds; rerunning the command goes on
+after it).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +59,7 @@ class Case:
     argv: Callable[[Path], list[str]]
     patches: list = field(default_factory=list)  # context managers active during the call
     fuzz: bool = False  # exit 0 is fine too (a mutation may leave the recipe valid)
+    real_load: bool = False  # the case is about the model file: do not hand it the loaded one
 
 
 def classify(code, err: str, crashed: bool, marker: Path) -> str:
@@ -73,7 +79,8 @@ def classify(code, err: str, crashed: bool, marker: Path) -> str:
     return f"exit {code}"
 
 
-def run_case(case: Case, work: Path, marker: Path) -> str:
+def run_case(case: Case, work: Path, marker: Path, model) -> str:
+    import steer.model
     from steer.cli import main
 
     out, err = io.StringIO(), io.StringIO()
@@ -81,6 +88,8 @@ def run_case(case: Case, work: Path, marker: Path) -> str:
     with contextlib.ExitStack() as stack:
         for patch in case.patches:
             stack.enter_context(patch())
+        if not case.real_load:  # the model loaded once, wherever steer loads one by name
+            stack.enter_context(mock.patch.object(steer.model, "load_model", lambda *a, **k: model))
         stack.enter_context(contextlib.redirect_stdout(out))
         stack.enter_context(contextlib.redirect_stderr(err))
         try:
@@ -503,9 +512,11 @@ def resource_cases(work: Path, marker: Path) -> list[Case]:
         Case("resources", "huge d_sae (run)", lambda w: ["run", write(w / "h2.yaml",
              f"saes: [{{id: s, path: {huge_sae(w)}}}]\nprompts: [hi]\ninterventions: [{{plugin: ablate, sae: s, features: [1]}}]\n"),
              "--no-baseline"]),
-        Case("resources", "model .gguf is text", lambda w: ["run", model_file(w, "text", b"hello world\n" * 100), "--no-baseline"]),
-        Case("resources", "model .gguf is empty", lambda w: ["run", model_file(w, "empty", b""), "--no-baseline"]),
-        Case("resources", "model .gguf is HTML", lambda w: ["run", model_file(w, "html", b"<!DOCTYPE html><html>" * 50), "--no-baseline"]),
+        Case("resources", "model .gguf is text", lambda w: ["run", model_file(w, "text", b"hello world\n" * 100), "--no-baseline"], real_load=True),
+        Case("resources", "model .gguf is empty", lambda w: ["run", model_file(w, "empty", b""), "--no-baseline"],
+             real_load=True),
+        Case("resources", "model .gguf is HTML", lambda w: ["run", model_file(w, "html", b"<!DOCTYPE html><html>" * 50),
+             "--no-baseline"], real_load=True),
         Case("unpickling", "resume from a planted pickle", resume),
     ]  # fmt: skip
 
@@ -534,6 +545,7 @@ def fuzz_cases(per_recipe: int) -> list[Case]:
 
 OUTCOMES = [
     "one line / exit 2",
+    "hangs",
     "exit 0",
     "several lines / exit 2",
     "internal error",
@@ -552,8 +564,9 @@ def allowed(case: Case, outcome: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, help="Also write every case's outcome here.")
+    parser.add_argument("--json", type=Path, required=True, help="Outcomes, written as it goes.")
     parser.add_argument("--fuzz", type=int, default=20, help="Mutations per shipped recipe.")
+    parser.add_argument("--hang", type=float, default=90, help="Seconds before a case hangs.")
     args = parser.parse_args()
 
     import steer
@@ -569,24 +582,31 @@ def main() -> None:
         markup_cases() + number_cases() + duplicate_cases() + filesystem_cases(work)
         + plugin_cases(work) + resource_cases(work, marker) + fuzz_cases(args.fuzz)
     )  # fmt: skip
-    table: dict[str, Counter] = defaultdict(Counter)
-    record = []
-    with mock.patch.object(steer.model, "load_model", lambda *a, **k: model):
-        for i, case in enumerate(cases, 1):
-            outcome = run_case(case, work, marker)
-            table[case.category][outcome] += 1
-            record.append({"category": case.category, "case": case.name, "outcome": outcome,
-                           "as promised": allowed(case, outcome)})  # fmt: skip
-            flag = "" if allowed(case, outcome) else "   <-- not as promised"
-            print(f"[{i}/{len(cases)}] {case.category}: {case.name}: {outcome}{flag}", flush=True)
-            marker.unlink(missing_ok=True)
-    print_table(table, record)
-    if args.json:
+    # Resumable: a case that hangs ends this process (the watchdog), its entry says so, and
+    # the next run of the same command goes on after it.
+    record = json.loads(args.json.read_text()) if args.json.is_file() else []
+    for i, case in enumerate(cases[len(record) :], len(record) + 1):
+        entry = {"category": case.category, "case": case.name, "outcome": "hangs"}
+        entry["as promised"] = False
+        record.append(entry)
         args.json.write_text(json.dumps(record, indent=2) + "\n")
+        watchdog = threading.Timer(args.hang, os._exit, args=(3,))
+        watchdog.start()
+        outcome = run_case(case, work, marker, model)
+        watchdog.cancel()
+        entry.update(outcome=outcome, **{"as promised": allowed(case, outcome)})
+        args.json.write_text(json.dumps(record, indent=2) + "\n")
+        flag = "" if entry["as promised"] else "   <-- not as promised"
+        print(f"[{i}/{len(cases)}] {case.category}: {case.name}: {outcome}{flag}", flush=True)
+        marker.unlink(missing_ok=True)
+    print_table(record)
     shutil.rmtree(work, ignore_errors=True)
 
 
-def print_table(table: dict[str, Counter], record: list[dict]) -> None:
+def print_table(record: list[dict]) -> None:
+    table: dict[str, Counter] = defaultdict(Counter)
+    for r in record:
+        table[r["category"]][r["outcome"]] += 1
     shown = [o for o in OUTCOMES if any(t[o] for t in table.values())]
     print("\n| category | cases | " + " | ".join(shown) + " | as promised |")
     print("|---|---|" + "---|" * len(shown) + "---|")
@@ -594,7 +614,7 @@ def print_table(table: dict[str, Counter], record: list[dict]) -> None:
         ok = sum(r["as promised"] for r in record if r["category"] == category)
         cells = " | ".join(str(counts[o]) for o in shown)
         print(f"| {category} | {sum(counts.values())} | {cells} | {ok} |")
-    total = Counter()
+    total: Counter = Counter()
     for counts in table.values():
         total.update(counts)
     ok = sum(r["as promised"] for r in record)

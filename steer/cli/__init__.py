@@ -57,12 +57,12 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app = build_app(_plugin_manager())
         rc = app(args=argv, prog_name="steer", standalone_mode=False)
-    except TyperException as exc:  # usage errors (typer's click): its own message, exit 2
-        show = getattr(exc, "show", None)
-        if show is not None:
-            show()
-        else:
-            err_console.print(f"error: {exc.format_message()}")
+    except TyperException as exc:  # usage errors (typer's click): one line, exit 2
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        line = f"{where}{exc.format_message()}{hint}"
+        err_console.print(Text("error:", "red"), line, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("interrupted")

@@ -351,3 +351,17 @@ def test_a_plugin_that_raises_in_monitor_score_is_named(
     texts.write_text(TEXTS)
     code, _, err = call(["monitor", "score", path, "-i", str(texts)], capsys)
     one_line_error(code, err, "plugin 'raisingplugin' failed in monitor 'stare'")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["run"], ["steer run: Missing argument 'RECIPE'", "steer run --help"]),
+        (["bogus"], ["No such command 'bogus'"]),
+        (["probe", "train", "--l2", "nan"], ["steer probe train", "'--l2'"]),
+        (["features", "index", "x", "--data", "y", "--top-k", "0"], ["'--top-k'"]),
+    ],
+)
+def test_usage_errors_are_one_line(capsys, argv, fragments):
+    code, _, err = call(argv, capsys)
+    assert_one_line_error(code, err, *fragments)
