@@ -33,7 +33,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -146,40 +145,18 @@ def huge(cfg, tensors):
 
 
 def install_plugin(work: Path) -> None:
-    """A plugin that raises in every hook it implements, installed with pip into a folder on
+    """A plugin whose intervention and monitor raise, installed with pip into a folder on
     sys.path (steer finds it through the entry-point group)."""
-    source = textwrap.dedent(
-        """
-        from steer import InterventionType, MonitorType, hookimpl
+    sys.path.insert(0, str(REPO / "tests"))
+    from support.plugin_project import RAISING_PLUGIN, pip_install, write_plugin_project
 
-        def explode(acts, value):
-            raise ZeroDivisionError("intervention broke")
-
-        def stare(acts, spec):
-            raise KeyError("monitor broke")
-
-        @hookimpl
-        def steer_register_interventions(register):
-            register(InterventionType("explode", explode, "raises"))
-
-        @hookimpl
-        def steer_register_monitors(register):
-            register(MonitorType("stare", stare, "raises"))
-        """
-    )
     project = work / "plugin"
-    write(project / "campaignplugin.py", source)
-    write(
-        project / "pyproject.toml",
-        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"\n'
-        '[project]\nname = "campaignplugin"\nversion = "0.1"\n'
-        '[tool.setuptools]\npy-modules = ["campaignplugin"]\n'
-        '[project.entry-points.steer]\ncampaignplugin = "campaignplugin"\n',
+    project.mkdir(parents=True, exist_ok=True)
+    write_plugin_project(
+        project, RAISING_PLUGIN, 'raisingplugin = "raisingplugin"', "raisingplugin"
     )
-    target = work / "site"
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*cmd, "--no-index", "--target", str(target), str(project)], check=True)
-    sys.path.insert(0, str(target))
+    pip_install(project, work / "site")
+    sys.path.insert(0, str(work / "site"))
 
 
 def planted_checkpoint(work: Path, marker: Path) -> str:

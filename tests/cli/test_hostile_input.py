@@ -15,7 +15,7 @@ import yaml
 from support.cli_helpers import assert_one_line_error, call
 from support.feature_index import build_small_index
 from support.handmade import orthonormal_sae
-from support.plugin_project import install_plugin
+from support.plugin_project import RAISING_PLUGIN, install_plugin
 
 from steer.cli import main
 from steer.plugins.registry import PluginError
@@ -289,32 +289,10 @@ def test_labels_on_a_full_disk_keep_the_earlier_labels(
 
 # ------------------------------------------------------------------------------ plugins
 
-RAISING = """
-from steer import InterventionType, MonitorType, hookimpl
-
-
-def explode(acts, value):
-    raise ZeroDivisionError("the intervention broke")
-
-
-def stare(acts, spec):
-    raise KeyError("the monitor broke")
-
-
-@hookimpl
-def steer_register_interventions(register):
-    register(InterventionType("explode", explode, "raises"))
-
-
-@hookimpl
-def steer_register_monitors(register):
-    register(MonitorType("stare", stare, "raises"))
-"""
-
 
 @pytest.fixture
 def raising_plugin(tmp_path, monkeypatch):
-    return install_plugin(tmp_path, monkeypatch, "raisingplugin", RAISING)
+    return install_plugin(tmp_path, monkeypatch, "raisingplugin", RAISING_PLUGIN)
 
 
 @pytest.mark.parametrize(

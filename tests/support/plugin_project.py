@@ -8,6 +8,29 @@ import sys
 import textwrap
 from pathlib import Path
 
+# A plugin whose intervention and monitor raise: what a user meets when a plugin breaks mid-run.
+RAISING_PLUGIN = """
+from steer import InterventionType, MonitorType, hookimpl
+
+
+def explode(acts, value):
+    raise ZeroDivisionError("the intervention broke")
+
+
+def stare(acts, spec):
+    raise KeyError("the monitor broke")
+
+
+@hookimpl
+def steer_register_interventions(register):
+    register(InterventionType("explode", explode, "raises"))
+
+
+@hookimpl
+def steer_register_monitors(register):
+    register(MonitorType("stare", stare, "raises"))
+"""
+
 
 def write_plugin_project(root, module_source: str, entry_point: str, module: str):
     """A project folder holding one plugin module and its entry-point line."""
