@@ -14,6 +14,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def user_data(tmp_path_factory, monkeypatch):
+    """Each test writes user data (labels of shipped SAEs) into a folder of its own, never
+    into the real user data folder."""
+    folder = tmp_path_factory.mktemp("user-data")
+    monkeypatch.setenv("STEER_DATA", str(folder))
+    return folder
+
+
 @pytest.fixture
 def pm():
     """A fresh plugin manager with every installed plugin (built-ins included)."""

@@ -24,7 +24,17 @@ from steer.errors import SteerError
 log = logging.getLogger(__name__)
 
 # The modules of steer's own commands, in the order `steer --help` lists them.
-COMMAND_MODULES = ("run", "train", "sae", "features", "monitor", "probe", "pinpoint", "plugins")
+COMMAND_MODULES = (
+    "run",
+    "check",
+    "train",
+    "sae",
+    "features",
+    "monitor",
+    "probe",
+    "pinpoint",
+    "plugins",
+)
 
 
 def build_app(pm: Any = None) -> typer.Typer:

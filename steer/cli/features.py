@@ -152,13 +152,21 @@ def search(
     text: str = typer.Argument(..., help="The text to run through the model."),
     top: int = typer.Option(10, "--top", min=1, help="Features to list for the whole text."),
     per_token: int = typer.Option(3, "--per-token", min=1, help="Features to list per token."),
+    rank: str = typer.Option(
+        "specific",
+        "--rank",
+        help="specific: activation x log10(1/density) (rare features first, needs the index); "
+        "activation: the max activation alone.",
+    ),
+    max_density: float | None = typer.Option(
+        None, "--max-density", min=0.0, max=1.0, help="Leave out features firing more often."
+    ),
     db: Path | None = DB_OPTION,
     model: str = MODEL_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     debug: bool = debug_option(),
 ) -> None:
     """Which features fire on a text: per token, and overall (max over its tokens)."""
-    from rich.table import Table
 
     from steer.errors import SteerError
     from steer.features.search import search_text
@@ -183,11 +191,26 @@ def search(
     with err_console.status("loading the model and SAE"):
         folder, loaded, lm = load_sae_and_model(sae, model=model)
     result = search_text(
-        lm, loaded, text, top=top, per_token=per_token, labels=labels, densities=densities
+        lm,
+        loaded,
+        text,
+        top=top,
+        per_token=per_token,
+        labels=labels,
+        densities=densities,
+        rank=rank,
+        max_density=max_density,
     )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return
+    _print_search(result, no_index)
+
+
+def _print_search(result, no_index: str) -> None:
+    """The per-token and overall tables of a search (``no_index``: why densities are missing)."""
+    from rich.table import Table
+
     console = out_console()
     tokens = Table(title="per token", title_justify="left")
     tokens.add_column("#", justify="right")
@@ -225,18 +248,36 @@ def search(
 
 def dashboard(
     sae: str = SAE_ARG,
-    out: Path = typer.Option(..., "--out", help="Folder to write the site to (replaced)."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Folder for the site: new, empty, or a dashboard written before (then replaced).",
+    ),
     features: int = typer.Option(
         0, "--features", min=0, help="Pages for this many features (labelled first; 0 = all)."
     ),
     db: Path | None = DB_OPTION,
+    force: bool = typer.Option(
+        False, "--force", help="Replace --out even if it holds files steer did not write."
+    ),
     debug: bool = debug_option(),
 ) -> None:
     """Write a static HTML dashboard of the feature index (open OUT/index.html)."""
-    from steer.features.dashboard import write_dashboard
+    from steer.features.dashboard import check_output, write_dashboard
     from steer.sae.labels import load_labels
+    from steer.sae.loading import load_sae_only
 
+    check_output(out, force=force)  # before the SAE is loaded
     folder, index = _open_index(sae, db)
     with index:
-        result = write_dashboard(index, load_labels(folder), out, limit=features or None)
+        _folder, loaded = load_sae_only(folder)  # its decoder gives the nearest features
+        result = write_dashboard(
+            index,
+            load_labels(folder),
+            out,
+            limit=features or None,
+            decoder=loaded.W_dec,
+            sae=sae,
+            force=force,
+        )
     typer.echo(f"wrote {result.pages} feature pages: {result.path / 'index.html'}")

@@ -30,17 +30,29 @@ def pinpoint(
         min=1,
         help="Features per SAE in --write-recipe (default: as many as removed half of the metric).",
     ),
+    dashboard: list[str] = typer.Option(
+        None,
+        "--dashboard",
+        metavar="[SAE=]DIR_OR_URL",
+        help="Link curve.html's features to this feature dashboard (`steer features "
+        "dashboard`; a folder or a URL). Repeat as SAE=DIR_OR_URL for several SAEs.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     rows: int = typer.Option(20, min=1, help="Rows of each ranked table."),
     debug: bool = debug_option(),
 ) -> None:
     """Pinpoint the features that drive a metric (attribution patching, verified by ablation)."""
 
+    from steer.errors import SteerError
     from steer.io import atomic_write_text
     from steer.pinpoint import Pinpointer, load_pinpoint_recipe
-    from steer.pinpoint.report import print_report, steering_recipe, write_outputs
+    from steer.pinpoint.report import dashboard_links, print_report, steering_recipe, write_outputs
 
     recipe = load_pinpoint_recipe(recipe_path)
+    if dashboard and out is None:
+        raise SteerError("--dashboard needs --out (it links curve.html's features)")
+    # A bad dashboard fails here, before the model loads.
+    links = dashboard_links(recipe, dashboard, out) if dashboard and out is not None else None
     with err_console.status("loading the model and SAEs"), about(recipe_path):
         # CPU only for now: prompts, bases and results are built as CPU tensors.
         pinpointer = Pinpointer(recipe, device="cpu")
@@ -50,7 +62,7 @@ def pinpoint(
     else:
         print_report(result, out_console(), rows=rows)
     if out is not None:
-        for path in write_outputs(result, out):
+        for path in write_outputs(result, out, links=links):
             err_console.print(f"wrote {path}", highlight=False)
         if not (out / "curve.png").exists():
             err_console.print("no PNG: matplotlib is not installed (curve.html has the plot)")

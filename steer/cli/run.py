@@ -1,5 +1,5 @@
-"""``steer run`` and ``steer check``: apply a steering recipe, or validate one without loading
-the model."""
+"""``steer run``: apply a steering recipe, showing baseline and steered completions and the
+monitors' events live."""
 
 from __future__ import annotations
 
@@ -17,9 +17,8 @@ from steer.errors import SteerError
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``run`` and ``check`` to the ``steer`` app."""
+    """Add ``run`` to the ``steer`` app."""
     app.command("run")(run)
-    app.command("check")(check)
 
 
 def run(
@@ -36,6 +35,13 @@ def run(
     ),
     report: Path | None = typer.Option(
         None, "--report", help="Write an HTML report of the monitored run (tokens shaded)."
+    ),
+    dashboard: list[str] = typer.Option(
+        None,
+        "--dashboard",
+        metavar="[SAE=]DIR_OR_URL",
+        help="Link the report's features to this feature dashboard (`steer features "
+        "dashboard`; a folder or a URL). Repeat as SAE=DIR_OR_URL for several SAEs.",
     ),
     debug: bool = debug_option(),
 ) -> None:
@@ -58,8 +64,15 @@ def run(
         flag = "--events" if events else "--report"
         raise SteerError(f"{flag} needs monitors, and the recipe has none", where=str(recipe_path))
     # Output paths fail here, before minutes of loading and generating.
+    links = None
     if report is not None:
         check_writable(report, what="report")
+        if dashboard:
+            from steer.monitoring.report import dashboard_links
+
+            links = dashboard_links(recipe, dashboard, report.parent)
+    elif dashboard:
+        raise SteerError("--dashboard needs --report (it links the report's features)")
     with contextlib.ExitStack() as stack:
         log = stack.enter_context(EventLog(events)) if events is not None else None
         with err_console.status("loading the model and SAEs"), about(recipe_path):
@@ -72,7 +85,7 @@ def run(
     if report is not None:
         from steer.monitoring.report import write_report
 
-        write_report(results, steerer.recipe, report)
+        write_report(results, steerer.recipe, report, links=links)
     if as_json:
         typer.echo(json.dumps(results.to_dict(), indent=2))
     else:
@@ -170,22 +183,3 @@ def _print_events(console: Console, events: list[dict], shown: int = 8) -> None:
         more = f", ... ({len(found) - shown} more)" if len(found) > shown else ""
         line = Text.assemble("  ", (name, "bold"), f": {len(found)} events: {tokens}{more}")
         console.print(line, highlight=False)
-
-
-def check(
-    recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="YAML recipe file."),
-    debug: bool = debug_option(),
-) -> None:
-    """Validate a recipe (schema, plugins, feature indices) without loading the model."""
-    from steer.plugins.manager import get_plugin_manager
-    from steer.steering.check import check_recipe
-    from steer.steering.recipe import load_recipe
-
-    recipe = load_recipe(recipe_path)
-    with about(recipe_path):
-        check_recipe(recipe, get_plugin_manager())
-    n_steps = len(recipe.steps())
-    typer.echo(
-        f"ok: {recipe_path} ({len(recipe.prompts)} prompts, {len(recipe.saes)} SAEs, "
-        f"{n_steps} interventions and monitors)"
-    )

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from steer.cli.common import debug_option, model_option, out_console
+from steer.cli.common import debug_option, err_console, model_option, out_console
 
 
 def register(app: typer.Typer) -> None:
@@ -61,6 +61,8 @@ def sae_eval(
         ce_tokens=ce_tokens,
         progress=not as_json,
     )
+    for warning in metrics.get("warnings", []):
+        err_console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return

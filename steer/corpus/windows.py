@@ -32,11 +32,18 @@ def _separator_id(tokenizer: Any) -> int:
 
 
 def pack_windows(
-    tokenizer: Any, docs: Iterable[str], ctx_len: int, *, max_windows: int | None = None
+    tokenizer: Any,
+    docs: Iterable[str],
+    ctx_len: int,
+    *,
+    max_windows: int | None = None,
+    pad_tail: bool = False,
 ) -> torch.Tensor:
     """Concatenate tokenized documents (separator between them) and cut ``[n, ctx_len]``
-    windows; the incomplete tail is dropped. With ``max_windows`` reading stops once that many
-    windows are full (so a streamed source is read only as far as needed)."""
+    windows. With ``max_windows`` reading stops once that many windows are full (so a streamed
+    source is read only as far as needed). The incomplete tail is dropped, or with ``pad_tail``
+    kept as a last window filled up with separators: special tokens, which no SAE step ever
+    reads, so the tail's real tokens count and nothing else does."""
     sep = _separator_id(tokenizer)
     stream: list[int] = []
     docs = iter(docs)
@@ -48,6 +55,10 @@ def pack_windows(
         if max_windows is not None and len(stream) >= max_windows * ctx_len:
             break
     n = len(stream) // ctx_len if max_windows is None else min(max_windows, len(stream) // ctx_len)
+    tail = stream[n * ctx_len :]
+    if pad_tail and tail.count(sep) < len(tail) and (max_windows is None or n < max_windows):
+        stream = stream[: n * ctx_len] + tail + [sep] * (ctx_len - len(tail))
+        n += 1
     return torch.tensor(stream[: n * ctx_len], dtype=torch.int32).view(n, ctx_len)
 
 
@@ -82,8 +93,10 @@ def build_windows(
         else:
             docs = [d for f in source_files([path]) for d in read_documents(f, tokenizer)]
             wins = pack_windows(tokenizer, docs, ctx_len)
+            if len(wins) == 0:  # shorter than one window: used, padded, rather than refused
+                wins = pack_windows(tokenizer, docs, ctx_len, pad_tail=True)
         if len(wins) == 0:
-            raise SteerError(f"source has fewer than {ctx_len} tokens", where=str(path))
+            raise SteerError("source holds no text", where=str(path))
         want = len(wins) if want is None else want
         if want > len(wins):
             log.warning("%s: %d windows wanted, only %d available", path, want, len(wins))

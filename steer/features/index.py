@@ -1,8 +1,9 @@
 """Build the feature index of an SAE: what every feature fires on, over a corpus.
 
 For every feature: its top-k activating contexts (a short window of tokens around the token
-where it fired most, with the activation of every token in it), how often it fires (density),
-its mean activation over the tokens it fires on, its max, a histogram of its activations over
+where it fired most, with the activation of every token in it), quantile samples (contexts
+around a uniform random sample of the tokens it fired on), how often it fires (density), its
+mean activation over the tokens it fires on, its max, a histogram of its activations over
 fixed log-spaced bins, and the output tokens its decoder direction promotes and suppresses.
 
 The corpus is cut into token windows exactly as training and evaluation cut it
@@ -13,10 +14,8 @@ The index is SQLite (schema in :mod:`steer.features.store`, written by
 :mod:`steer.features.index_db`). It is built in ``<db>.partial`` beside the final file and
 flushed there in one transaction every ``flush_every`` windows, with the exact running state,
 so a killed build continues where it stopped when the same command runs again; a finished
-build is VACUUMed and renamed over ``<db>``.
-
-This module is the orchestration: :class:`IndexBuild` and its steps, run by
-:func:`build_index`.
+build is VACUUMed and renamed over ``<db>``. This module is the orchestration:
+:class:`IndexBuild` and its steps, run by :func:`build_index`.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ from steer.features.index_db import (
     write_meta,
 )
 from steer.features.logits import N_LOGITS, output_logits, token_strings
-from steer.features.running import HIST_EDGES, RunningIndex
+from steer.features.running import HIST_EDGES, SAMPLES, RunningIndex
 from steer.features.store import INDEX_FILENAME, STORE_FORMAT
 from steer.io import file_sha256
 from steer.model.positions import OUTLIER_RULE
@@ -58,6 +57,7 @@ __all__ = [
     "IDENTITY_KEYS",
     "N_LOGITS",
     "OUTLIER_FACTOR",
+    "SAMPLES",
     "BuildResult",
     "IndexBuild",
     "build_index",
@@ -103,6 +103,7 @@ def _identity(
     ctx_len: int,
     top_k: int,
     context_tokens: int,
+    samples: int,
 ) -> dict[str, Any]:
     from steer.sae.formats import WEIGHTS_FILENAME
 
@@ -121,6 +122,7 @@ def _identity(
         "ctx_len": ctx_len,
         "top_k": top_k,
         "context_tokens": context_tokens,
+        "quantile_samples": samples,
         "hist_edges": HIST_EDGES,
         "outlier_rule": OUTLIER_RULE.format(factor=OUTLIER_FACTOR),
     }
@@ -148,6 +150,7 @@ class IndexBuild:
         top_k: int,
         ctx_len: int,
         context_tokens: int,
+        samples: int,
         batch_windows: int,
         flush_every: int,
         rebuild: bool,
@@ -155,8 +158,8 @@ class IndexBuild:
         stop_after: int | None,
     ):
         self.t0 = time.perf_counter()
-        if top_k < 1 or context_tokens < 1:
-            raise SteerError("--top-k and the context size must be at least 1")
+        if top_k < 1 or context_tokens < 1 or samples < 0:
+            raise SteerError("--top-k and the context size must be at least 1, samples >= 0")
         sae_folder = Path(sae_folder)
         self.db = Path(db) if db is not None else default_db_path(sae_folder)
         self.work = partial_path(self.db)
@@ -171,6 +174,7 @@ class IndexBuild:
             ctx_len=ctx_len,
             top_k=top_k,
             context_tokens=context_tokens,
+            samples=samples,
         )
         self.con: sqlite3.Connection | None = None
         self.done = 0  # windows folded into the state, in this run and the ones it continues
@@ -181,7 +185,7 @@ class IndexBuild:
         if self.up_to_date is None:
             if rebuild:
                 self.work.unlink(missing_ok=True)
-            self._prepare(model, sae, data, max_tokens, top_k, ctx_len, context_tokens)
+            self._prepare(model, sae, data, max_tokens, ctx_len)
 
     def _check_existing(self, rebuild: bool) -> BuildResult | None:
         """Refuse an index or work file of other settings; the result when ``db`` is complete."""
@@ -217,9 +221,7 @@ class IndexBuild:
         sae: Any,
         data: Sequence[str | Path],
         max_tokens: int | None,
-        top_k: int,
         ctx_len: int,
-        context_tokens: int,
     ) -> None:
         self.windows = build_windows(
             model.tokenizer, [str(p) for p in data], ctx_len=ctx_len, n_tokens=max_tokens
@@ -229,9 +231,13 @@ class IndexBuild:
         vocab_size = int(model.hf.get_output_embeddings().weight.shape[0])
         self.vocab = token_strings(model.tokenizer, max(vocab_size, len(model.tokenizer)))
         self.logits = output_logits(sae, model, self.vocab)
-        width = min(context_tokens, ctx_len)
+        want = self.want
         self.state = RunningIndex(
-            int(sae.cfg.d_sae), top_k=top_k, context_tokens=width, n_bins=len(HIST_EDGES) - 1
+            int(sae.cfg.d_sae),
+            top_k=want["top_k"],
+            context_tokens=min(want["context_tokens"], ctx_len),
+            n_bins=len(HIST_EDGES) - 1,
+            samples=want["quantile_samples"],
         )
         self.encoder = BatchEncoder(model, sae, outlier_factor=OUTLIER_FACTOR)
 
@@ -350,6 +356,7 @@ def build_index(
     top_k: int = 20,
     ctx_len: int = 128,
     context_tokens: int = CONTEXT_TOKENS,
+    samples: int = SAMPLES,
     batch_windows: int = 16,
     flush_every: int = 256,
     rebuild: bool = False,
@@ -360,9 +367,10 @@ def build_index(
 
     Writes ``db`` (default: ``features.sqlite`` in ``sae_folder``). Running it again with the
     same SAE weights, model, data and settings continues a partial build, or does nothing when
-    the index is complete; anything else is refused unless ``rebuild``. ``stop_after`` ends the
-    run at the first batch boundary after that many windows in total, leaving a partial index
-    (for tests and for splitting a long build).
+    the index is complete; anything else is refused unless ``rebuild``. Each feature keeps
+    ``samples`` quantile samples (0: none). ``stop_after`` ends the run at the first batch
+    boundary after that many windows in total, leaving a partial index (for tests and for
+    splitting a long build).
     """
     build = IndexBuild(
         model,
@@ -374,6 +382,7 @@ def build_index(
         top_k=top_k,
         ctx_len=ctx_len,
         context_tokens=context_tokens,
+        samples=samples,
         batch_windows=batch_windows,
         flush_every=flush_every,
         rebuild=rebuild,

@@ -1,6 +1,6 @@
 """The SQLite side of a feature-index build: the work file, its rows and its resume state.
 
-The tables are those of :mod:`steer.features.store` plus ``resume``, which holds the exact
+The tables are those of :mod:`steer.features.store` (``samples`` included) plus ``resume``, which holds the exact
 running state while a build is partial and is dropped when it completes: one row (key
 ``state``) with the running index's tensors as safetensors bytes (``value``) and the rest
 (outlier medians, position stats, windows done) as JSON (``state_json``): reading it runs no
@@ -41,6 +41,7 @@ IDENTITY_KEYS = (
     "top_k",
     "context_tokens",
     "hist_edges",
+    "quantile_samples",
 )
 
 
@@ -110,33 +111,57 @@ def _feature_rows(state: RunningIndex, logits: tuple[list, list], tokens: int) -
     ]
 
 
-def _context_rows(state: RunningIndex, vocab: list[str]) -> list[tuple]:
-    vals = state.top_vals.tolist()
-    acts = state.top_acts.tolist()
-    toks = state.top_tokens.tolist()
-    focus = state.top_focus.tolist()
-    context_rows = []
-    for f in range(state.d_sae):
-        for rank in range(state.top_k):
-            if vals[f][rank] <= 0:
+def _context_row(
+    f: int, rank: int, act: float, toks: list[int], acts: list[float], focus: int, vocab: list[str]
+) -> tuple:
+    width = next((i for i, t in enumerate(toks) if t < 0), len(toks))
+    return (
+        f,
+        rank,
+        round(act, 3),
+        json.dumps([vocab[t] for t in toks[:width]], ensure_ascii=False, separators=(",", ":")),
+        json.dumps(_round_list(acts[:width]), separators=(",", ":")),
+        focus,
+    )
+
+
+def _rows(vals: list, acts: list, toks: list, focus: list, vocab: list[str]) -> list[tuple]:
+    """Context rows from per-feature slot lists (best first); a slot with value <= 0 ends the
+    feature's rows."""
+    rows = []
+    for f, feature_vals in enumerate(vals):
+        for rank, val in enumerate(feature_vals):
+            if val <= 0:
                 break
-            row_toks = toks[f][rank]
-            width = next((i for i, t in enumerate(row_toks) if t < 0), len(row_toks))
-            context_rows.append(
-                (
-                    f,
-                    rank,
-                    round(vals[f][rank], 3),
-                    json.dumps(
-                        [vocab[t] for t in row_toks[:width]],
-                        ensure_ascii=False,
-                        separators=(",", ":"),
-                    ),
-                    json.dumps(_round_list(acts[f][rank][:width]), separators=(",", ":")),
-                    focus[f][rank],
-                )
+            rows.append(
+                _context_row(f, rank, val, toks[f][rank], acts[f][rank], focus[f][rank], vocab)
             )
-    return context_rows
+    return rows
+
+
+def _context_rows(state: RunningIndex, vocab: list[str]) -> list[tuple]:
+    return _rows(
+        state.top_vals.tolist(),
+        state.top_acts.tolist(),
+        state.top_tokens.tolist(),
+        state.top_focus.tolist(),
+        vocab,
+    )
+
+
+def _sample_rows(state: RunningIndex, vocab: list[str]) -> list[tuple]:
+    """The quantile samples, strongest first within each feature (slot = rank by activation;
+    ties keep the sampling order, so the rows are the same however the build was cut)."""
+    # Filled slots hold a firing token (activation > 0); empty ones 0, sorted last.
+    order = torch.argsort(-state.sample_vals, dim=1, stable=True)
+    per_slot = order[..., None].expand(-1, -1, state.ctx)
+    return _rows(
+        state.sample_vals.gather(1, order).tolist(),
+        state.sample_acts.gather(1, per_slot).tolist(),
+        state.sample_tokens.gather(1, per_slot).tolist(),
+        state.sample_focus.gather(1, order).tolist(),
+        vocab,
+    )
 
 
 def flush(
@@ -149,14 +174,18 @@ def flush(
     tokens: int,
     resume_blob: tuple[bytes, str] | None,
 ) -> None:
-    """Write the current statistics and contexts, and the resume state, in one transaction."""
+    """Write the current statistics, contexts and samples, and the resume state, in one
+    transaction."""
     feature_rows = _feature_rows(state, logits, tokens)
     context_rows = _context_rows(state, vocab)
+    sample_rows = _sample_rows(state, vocab)
     with con:  # one transaction: a kill leaves the previous flush intact
         con.execute("DELETE FROM features")
         con.executemany("INSERT INTO features VALUES (?, ?, ?, ?, ?, ?, ?, ?)", feature_rows)
         con.execute("DELETE FROM contexts")
         con.executemany("INSERT INTO contexts VALUES (?, ?, ?, ?, ?, ?)", context_rows)
+        con.execute("DELETE FROM samples")
+        con.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?)", sample_rows)
         write_meta(con, meta)
         con.execute("DELETE FROM resume")
         if resume_blob is not None:

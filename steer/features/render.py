@@ -1,5 +1,6 @@
-"""Show a feature in the terminal (rich): statistics, histogram, output tokens, and its top
-contexts with every token shaded by how strongly the feature fired on it."""
+"""Show a feature in the terminal (rich): statistics, histogram, output tokens, its top
+contexts and a few quantile samples per band, every token shaded by how strongly the feature
+fired on it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from steer.features.pages import quantile_bands
 from steer.features.store import FeatureRecord
 from steer.sae.labels import Label
 
@@ -102,7 +104,27 @@ def feature_panel(
         for c in record.contexts[:contexts]:
             ctx.add_row(f"{c.act:.2f}", context_text(c.tokens, c.acts, c.focus, top))
         parts.append(ctx)
+        if record.samples:
+            parts.append(_samples_table(record, top))
     return Group(*parts)
+
+
+def _samples_table(record: FeatureRecord, top: float, per_band: int = 2) -> Table:
+    """A few quantile samples of each band (the dashboard shows them all)."""
+    table = Table(
+        title=f"quantile samples ({len(record.samples)} random firing tokens, {per_band} per band)",
+        title_justify="left",
+        expand=True,
+    )
+    table.add_column("band", no_wrap=True, style="dim")
+    table.add_column("act", justify="right", no_wrap=True)
+    table.add_column("context (sampled token underlined)", ratio=1)
+    for low, high, chunk in quantile_bands(record.samples):
+        for c in chunk[:per_band]:
+            table.add_row(
+                f"{low}-{high}%", f"{c.act:.2f}", context_text(c.tokens, c.acts, c.focus, top)
+            )
+    return table
 
 
 def print_feature(console: Console, record: FeatureRecord, **kwargs: Any) -> None:

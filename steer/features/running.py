@@ -1,9 +1,17 @@
-"""The running state of a feature-index build: per-feature statistics and top-k contexts.
+"""The running state of a feature-index build: per-feature statistics, top-k contexts and
+quantile samples.
 
 Batches are folded in with whole-tensor ops: one ``topk`` over ``[d_sae, k + batch]`` per batch
 keeps the best windows of every feature at once, never a Python loop over features. The state
 is exact (:meth:`RunningIndex.state_dict`), so a killed build resumes to the same index as an
 unbroken one.
+
+Quantile samples are a uniform random sample (without replacement) of the tokens each feature
+fired on, so a reader sees what it does at moderate activation too, not only at its top. Each
+firing token gets a pseudo-random key hashed from its place in the corpus (window, position)
+and the feature; a feature keeps the ``samples`` tokens with the smallest keys. The smallest
+keys of a union do not depend on how the stream was cut into batches, and the keys need no
+random generator state, so a resumed build samples exactly what an unbroken one does.
 """
 
 from __future__ import annotations
@@ -15,12 +23,43 @@ from steer.errors import SteerError
 # Histogram bins: 4 per decade from 0.01 to 1000 (activations below/above land in the end bins).
 HIST_EDGES: list[float] = [round(10 ** (-2 + i / 4), 6) for i in range(21)]
 
+# Quantile samples kept per feature unless the build says otherwise.
+SAMPLES = 24
+_M32 = 0xFFFFFFFF
+# An empty sample slot: larger than every key (keys are below 2**62).
+_NO_KEY = 1 << 62
+
+
+def _mix32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer hash (xor-shift-multiply) of ``x`` in [0, 2**32), on int64 tensors:
+    every product stays below 2**59, so nothing overflows."""
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _M32
+    x = ((x >> 16) ^ x) * 0x45D9F3B & _M32
+    return (x >> 16) ^ x
+
+
+def sample_keys(token: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
+    """The sampling key of each (corpus token index, feature) pair: 32 hashed bits, then the
+    token index's low 30 bits, so two tokens of one feature never tie (below 2**30 tokens)."""
+    h = _mix32(_mix32(_mix32(token & _M32) ^ (token >> 32)) ^ feature)
+    return (h << 30) | (token & ((1 << 30) - 1))
+
+
+def _context_cols(pos: torch.Tensor, width: int, t_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(start, cols)`` of the context around each position: three times more tokens before
+    it than after (the model is causal: what made the feature fire is on the left)."""
+    start = (pos - (width - 1 - width // 4)).clamp(min=0).clamp(max=t_len - width)
+    return start, start[:, None] + torch.arange(width)
+
 
 class RunningIndex:
-    """Per-feature statistics and top-k contexts, updated one batch of windows at a time."""
+    """Per-feature statistics, top-k contexts and quantile samples, updated one batch of
+    windows at a time."""
 
-    def __init__(self, d_sae: int, *, top_k: int, context_tokens: int, n_bins: int):
-        self.d_sae, self.top_k, self.ctx = d_sae, top_k, context_tokens
+    def __init__(
+        self, d_sae: int, *, top_k: int, context_tokens: int, n_bins: int, samples: int = SAMPLES
+    ):
+        self.d_sae, self.top_k, self.ctx, self.samples = d_sae, top_k, context_tokens, samples
         self.n_fired = torch.zeros(d_sae, dtype=torch.int64)
         self.sum_act = torch.zeros(d_sae, dtype=torch.float64)
         self.max_act = torch.zeros(d_sae, dtype=torch.float32)
@@ -30,6 +69,13 @@ class RunningIndex:
         self.top_acts = torch.zeros(d_sae, top_k, context_tokens)
         self.top_tokens = torch.full((d_sae, top_k, context_tokens), -1, dtype=torch.int32)
         self.top_focus = torch.zeros(d_sae, top_k, dtype=torch.int16)
+        # Quantile samples, smallest key first; an empty slot has key _NO_KEY.
+        self.windows_seen = torch.tensor(0, dtype=torch.int64)
+        self.sample_keys = torch.full((d_sae, samples), _NO_KEY, dtype=torch.int64)
+        self.sample_vals = torch.zeros(d_sae, samples)
+        self.sample_acts = torch.zeros(d_sae, samples, context_tokens)
+        self.sample_tokens = torch.full((d_sae, samples, context_tokens), -1, dtype=torch.int32)
+        self.sample_focus = torch.zeros(d_sae, samples, dtype=torch.int16)
         self.inner_edges = torch.tensor(HIST_EDGES[1:-1])
 
     def update(self, ids: torch.Tensor, acts: torch.Tensor) -> None:
@@ -53,6 +99,10 @@ class RunningIndex:
         win_pos = torch.zeros(acts.shape[0] * d, dtype=torch.long)
         win_pos[key[at_max]] = pos[at_max]
         self._update_top(ids, acts, win_max.view(-1, d), win_pos.view(-1, d))
+        if self.samples:
+            firing = vals > 0
+            self._update_samples(ids, acts, win[firing], pos[firing], feat[firing])
+        self.windows_seen += acts.shape[0]
 
     def _update_top(
         self, ids: torch.Tensor, acts: torch.Tensor, win_max: torch.Tensor, win_pos: torch.Tensor
@@ -73,8 +123,7 @@ class RunningIndex:
             win = src[feat, slot] - self.top_k
             pos = win_pos[win, feat]
             width = min(c, t_len)
-            start = (pos - (width - 1 - width // 4)).clamp(min=0).clamp(max=t_len - width)
-            cols = start[:, None] + torch.arange(width)
+            start, cols = _context_cols(pos, width, t_len)
             self.top_acts[feat, slot] = 0
             self.top_tokens[feat, slot] = -1
             self.top_acts[feat, slot, :width] = acts[win[:, None], cols, feat[:, None]]
@@ -82,10 +131,64 @@ class RunningIndex:
             self.top_focus[feat, slot] = (pos - start).short()
         self.top_vals = vals
 
+    def _batch_candidates(
+        self, keys: torch.Tensor, feat: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per feature, the batch's ``samples`` smallest keys: ``(cand_keys, cand_entry)``, both
+        ``[d_sae, samples]``, the entry index into the batch's firing entries (-1: none)."""
+        r, d = self.samples, self.d_sae
+        order = torch.argsort(keys)
+        order = order[torch.argsort(feat[order], stable=True)]  # by feature, then by key
+        by_feat = feat[order]
+        counts = torch.bincount(by_feat, minlength=d)
+        rank = torch.arange(len(order)) - (torch.cumsum(counts, 0) - counts)[by_feat]
+        chosen = order[rank < r]
+        slot = rank[rank < r]
+        cand_keys = torch.full((d, r), _NO_KEY, dtype=torch.int64)
+        cand_entry = torch.full((d, r), -1, dtype=torch.int64)
+        cand_keys[feat[chosen], slot] = keys[chosen]
+        cand_entry[feat[chosen], slot] = chosen
+        return cand_keys, cand_entry
+
+    def _update_samples(
+        self,
+        ids: torch.Tensor,
+        acts: torch.Tensor,
+        win: torch.Tensor,
+        pos: torch.Tensor,
+        feat: torch.Tensor,
+    ) -> None:
+        t_len, r, c = acts.shape[1], self.samples, self.ctx
+        token = (self.windows_seen + win) * t_len + pos  # the token's index in the corpus
+        cand_keys, cand_entry = self._batch_candidates(sample_keys(token, feat), feat)
+        merged = torch.cat([self.sample_keys, cand_keys], dim=1)  # [d_sae, 2 * samples]
+        keys, src = merged.topk(r, dim=1, largest=False)  # sorted: smallest key first
+        keep_old = src.clamp(max=r - 1)
+        self.sample_vals = self.sample_vals.gather(1, keep_old)
+        self.sample_acts = self.sample_acts.gather(1, keep_old[..., None].expand(-1, -1, c))
+        self.sample_tokens = self.sample_tokens.gather(1, keep_old[..., None].expand(-1, -1, c))
+        self.sample_focus = self.sample_focus.gather(1, keep_old)
+        f, slot = ((src >= r) & (keys < _NO_KEY)).nonzero(as_tuple=True)
+        if len(f):
+            entry = cand_entry[f, src[f, slot] - r]
+            w, p = win[entry], pos[entry]
+            width = min(c, t_len)
+            start, cols = _context_cols(p, width, t_len)
+            self.sample_vals[f, slot] = acts[w, p, f]
+            self.sample_acts[f, slot] = 0
+            self.sample_tokens[f, slot] = -1
+            self.sample_acts[f, slot, :width] = acts[w[:, None], cols, f[:, None]]
+            self.sample_tokens[f, slot, :width] = ids[w[:, None], cols].int()
+            self.sample_focus[f, slot] = (p - start).short()
+        self.sample_keys = keys
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The exact running state (to resume from)."""
         names = ("n_fired", "sum_act", "max_act", "hist", "top_vals", "top_acts", "top_tokens")
-        return {name: getattr(self, name) for name in (*names, "top_focus")}
+        samples = ("sample_keys", "sample_vals", "sample_acts", "sample_tokens", "sample_focus")
+        return {
+            name: getattr(self, name) for name in (*names, "top_focus", "windows_seen", *samples)
+        }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Continue from a :meth:`state_dict` (refused when a shape does not match)."""

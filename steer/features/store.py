@@ -8,9 +8,13 @@ Tables::
                                                     -- windows_done, ...
     features(id, n_fired, density, mean_act, max_act, hist, top_logits, bottom_logits)
     contexts(feature, rank, act, tokens, acts, focus)  -- top contexts, rank 0 = strongest
+    samples(feature, rank, act, tokens, acts, focus)   -- quantile samples: a uniform random
+                                                       -- sample of the tokens the feature
+                                                       -- fired on, rank 0 = strongest
 
 The index is written by :mod:`steer.features.index`; this module only reads it, and opens
-the file read-only.
+the file read-only. ``samples`` came after the first indexes: an index without it opens and
+reads as before, with :attr:`FeatureRecord.samples` ``None`` (rebuilding it adds them).
 """
 
 from __future__ import annotations
@@ -46,13 +50,23 @@ CREATE TABLE IF NOT EXISTS contexts(
     focus INTEGER,
     PRIMARY KEY(feature, rank)
 ) WITHOUT ROWID;  -- rows are found by (feature, rank) only: no separate key index to store
+CREATE TABLE IF NOT EXISTS samples(
+    feature INTEGER,
+    rank INTEGER,
+    act REAL,
+    tokens TEXT,
+    acts TEXT,
+    focus INTEGER,
+    PRIMARY KEY(feature, rank)
+) WITHOUT ROWID;
 """
 
 
 @dataclass(frozen=True)
 class Context:
-    """One top-activating context: its tokens, each token's activation, and which token is
-    the feature's max in it (``focus``)."""
+    """One context: its tokens, each token's activation, and which token it is about
+    (``focus``: the feature's max in a top context, the sampled token in a quantile sample),
+    whose activation is ``act``."""
 
     act: float
     tokens: list[str]
@@ -73,6 +87,8 @@ class FeatureRecord:
     top_logits: list[tuple[str, float]]
     bottom_logits: list[tuple[str, float]]
     contexts: list[Context]
+    # Quantile samples, strongest first; None when the index has no samples table.
+    samples: list[Context] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +118,8 @@ class FeatureIndex:
         self.path = path
         self._con = con
         self.meta = meta
+        tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master")}
+        self.has_samples = "samples" in tables
 
     @classmethod
     def open(cls, sae_folder_or_db: str | Path, *, sae: str | None = None) -> FeatureIndex:
@@ -185,13 +203,8 @@ class FeatureIndex:
         ).fetchone()
         if row is None:
             raise SteerError(f"feature {feature} is not in the index", where=str(self.path))
-        contexts = [
-            Context(act=act, tokens=json.loads(toks), acts=json.loads(acts), focus=focus)
-            for act, toks, acts, focus in self._con.execute(
-                "SELECT act, tokens, acts, focus FROM contexts WHERE feature = ? ORDER BY rank",
-                (feature,),
-            )
-        ]
+        contexts = self._contexts("contexts", feature)
+        samples = self._contexts("samples", feature) if self.has_samples else None
         return FeatureRecord(
             id=row[0],
             n_fired=row[1],
@@ -202,7 +215,18 @@ class FeatureIndex:
             top_logits=[(t, v) for t, v in json.loads(row[6])],
             bottom_logits=[(t, v) for t, v in json.loads(row[7])],
             contexts=contexts,
+            samples=samples,
         )
+
+    def _contexts(self, table: str, feature: int) -> list[Context]:
+        # ``table`` is one of two names written here, never user input.
+        return [
+            Context(act=act, tokens=json.loads(toks), acts=json.loads(acts), focus=focus)
+            for act, toks, acts, focus in self._con.execute(
+                f"SELECT act, tokens, acts, focus FROM {table} WHERE feature = ? ORDER BY rank",
+                (feature,),
+            )
+        ]
 
     def features(self, *, top_tokens: int = 5, top_logits: int = 5) -> list[FeatureSummary]:
         """A summary row per feature, by id."""

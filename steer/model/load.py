@@ -249,6 +249,13 @@ def _load_pretrained(spec: str) -> tuple[Any, Any]:
     if local.exists() and not (local / "config.json").is_file():
         raise SteerError("not a model folder (no config.json)", where=str(local))
     source = str(local) if local.exists() else spec
+    if not local.exists():
+        from steer.model.names import model_problem, require_downloadable
+
+        problem = model_problem(spec)  # a misspelling of the bundled name, an odd string
+        if problem is not None:
+            raise SteerError(problem)
+        require_downloadable(spec)  # one line now, not a minute of download retries
     try:
         tok = AutoTokenizer.from_pretrained(source)
         hf = AutoModelForCausalLM.from_pretrained(source)

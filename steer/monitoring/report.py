@@ -10,6 +10,11 @@ each group with its features, monitor and settings, action and how often it fire
 With several groups the page holds one shaded block per group and a ``<select>`` shows one of
 them; the inline script only toggles ``hidden``, so nothing is fetched and the stylesheet
 (``steer/data/monitor_report.css``) is inlined. Every text from the run is escaped.
+
+Features are named by their label (``labels.json`` beside the SAE), falling back to the id,
+and with a dashboard location for their SAE (``steer run --report F --dashboard DIR_OR_URL``)
+every feature is a link to its dashboard page (:func:`steer.html.feature_links`: relative to
+the report's folder for a local dashboard, so the two can move together).
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from steer.errors import SteerError
-from steer.html import esc, shown_token
+from steer.html import FeatureLinks, esc, feature_link, links_from_options, shown_token
 from steer.io import atomic_write_text, check_writable
+from steer.sae.labels import Label, load_labels
 from steer.steering.monitors import describe_monitor
 from steer.steering.recipe import MonitorSpec, Recipe
 from steer.steering.results import PromptResult, RunResults
@@ -51,6 +57,66 @@ SCRIPT = """(function () {
   select.addEventListener("change", show);
   show();
 })();"""
+
+
+@dataclass(frozen=True)
+class Names:
+    """How the report names features: labels and dashboard links, per SAE id."""
+
+    labels: dict[str, dict[int, Label]]
+    links: dict[str, FeatureLinks]
+
+    def label(self, sae: str, feature: Any) -> Label | None:
+        """The label of ``feature`` of SAE ``sae``, if it has one."""
+        return self.labels.get(sae, {}).get(feature) if isinstance(feature, int) else None
+
+    def html(self, sae: str, feature: Any) -> str:
+        """``feature`` named by its label (else its id), linked to its dashboard page."""
+        label = self.label(sae, feature)
+        text = f"{label.name} ({feature})" if label else str(feature)
+        tip = f"feature {feature}" + (
+            f": {label.description}" if label and label.description else ""
+        )
+        return feature_link(feature, text, self.links.get(sae), title=tip if label else None)
+
+
+NO_NAMES = Names({}, {})
+
+
+def _sae_folder(spec: Any, where: str) -> Path | None:
+    """The local folder of a recipe's SAE; None for one from the Hugging Face hub (the
+    report never goes to the network)."""
+    from steer.sae.sources import resolve_sae_path
+
+    return resolve_sae_path(spec, where=where) if spec.hf is None else None
+
+
+def recipe_labels(recipe: Recipe) -> dict[str, dict[int, Label]]:
+    """The labels of each SAE of ``recipe`` by SAE id ({} for an SAE without a labels file)."""
+    out = {}
+    for i, spec in enumerate(recipe.saes):
+        folder = _sae_folder(spec, f"saes[{i}]")
+        out[spec.id] = load_labels(folder) if folder is not None else {}
+    return out
+
+
+def dashboard_links(
+    recipe: Recipe, values: Sequence[str], page_folder: str | Path
+) -> dict[str, FeatureLinks]:
+    """The dashboard links of each SAE from ``--dashboard`` values (``SAE=DIR_OR_URL``, or
+    one location when the recipe has one SAE), for a page written into ``page_folder``. A
+    location that is not a dashboard of that SAE's weights is a one-line :class:`SteerError`,
+    raised before any model is loaded."""
+    from steer.sae.configs import WEIGHTS_FILENAME
+
+    weights = {}
+    for i, spec in enumerate(recipe.saes):
+        folder = _sae_folder(spec, f"saes[{i}]")
+        weights[spec.id] = folder / WEIGHTS_FILENAME if folder is not None else None
+    try:
+        return links_from_options(values, weights, page_folder)
+    except ValueError as exc:
+        raise SteerError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -95,17 +161,27 @@ def intensity(score: float, top: float) -> float:
 
 
 def token_span(
-    token: str, score: float | None, feature: int | None, group: Group, pos: str, *, fired: bool
+    token: str,
+    score: float | None,
+    feature: int | None,
+    group: Group,
+    pos: str,
+    *,
+    fired: bool,
+    names: Names = NO_NAMES,
 ) -> str:
     """One token as a ``<span>``: shaded by ``score``, outlined where the group's monitor
-    ``fired``, its score in the tooltip. ``pos`` (``p3``, ``g0``) names the token's phase and
-    index."""
+    ``fired``, its score and feature (with its label) in the tooltip. ``pos`` (``p3``, ``g0``)
+    names the token's phase and index."""
     text = esc(shown_token(token))
     if score is None:
         return (
             f'<span class="t na" data-pos="{pos}" title="{esc(group.name)}: not read">{text}</span>'
         )
-    what = f" (feature {feature})" if feature is not None else ""
+    label = names.label(group.spec.sae, feature)
+    what = (
+        f" (feature {feature}{f': {label.name}' if label else ''})" if feature is not None else ""
+    )
     return (
         f'<span class="t{" over" if fired else ""}" data-pos="{pos}" data-score="{score:g}" '
         f'title="{esc(f"{group.name}: {score:.2f}{what}")}" '
@@ -124,13 +200,20 @@ def _badge(action: dict[str, Any]) -> str:
     return f'<span class="badge {kind}" data-action="{esc(name)}">{esc(action_label(name))}</span>'
 
 
-def _tokens(tokens: list[str], phase: str, scores: dict, group: Group, badges, fired) -> str:
+def _tokens(tokens: list[str], phase: str, scores: dict, group: Group, marks, names) -> str:
+    badges, fired = marks
     values, features = scores.get(phase), scores.get(f"{phase}_features")
     pos = phase[0]  # "p" or "g"
     return "".join(
         badges.get((phase, i), "")
         + token_span(
-            tok, _at(values, i), _at(features, i), group, f"{pos}{i}", fired=(phase, i) in fired
+            tok,
+            _at(values, i),
+            _at(features, i),
+            group,
+            f"{pos}{i}",
+            fired=(phase, i) in fired,
+            names=names,
         )
         for i, tok in enumerate(tokens)
     )
@@ -140,7 +223,7 @@ def _row(label: str, body: str, cls: str = "toks") -> str:
     return f'<div class="row"><span class="lbl">{esc(label)}</span><div class="{cls}">{body}</div></div>'
 
 
-def _shaded_block(result: PromptResult, group: Group) -> str:
+def _shaded_block(result: PromptResult, group: Group, names: Names) -> str:
     trace = result.trace or {}
     scores = _scores(result, group.name)
     badges = {
@@ -155,8 +238,9 @@ def _shaded_block(result: PromptResult, group: Group) -> str:
         if e.get("group") == group.name
     }
     hidden = " hidden" if group.index else ""
-    prompt = _tokens(trace.get("prompt_tokens", []), "prompt", scores, group, badges, fired)
-    steered = _tokens(trace.get("generated_tokens", []), "generated", scores, group, badges, fired)
+    marks = (badges, fired)
+    prompt = _tokens(trace.get("prompt_tokens", []), "prompt", scores, group, marks, names)
+    steered = _tokens(trace.get("generated_tokens", []), "generated", scores, group, marks, names)
     return (
         f'<div class="shade" data-group="{group.index}"{hidden}>'
         + _row("prompt", prompt)
@@ -165,25 +249,30 @@ def _shaded_block(result: PromptResult, group: Group) -> str:
     )
 
 
-def _action_item(action: dict[str, Any]) -> str:
+def _action_item(action: dict[str, Any], groups: list[Group], names: Names) -> str:
     where = f"{action.get('phase')} token {action.get('token_index')}"
-    detail = f"feature {action.get('feature')}, activation {action.get('activation')}"
+    sae = next((g.spec.sae for g in groups if g.name == action.get("group")), "")
+    feature = names.html(sae, action.get("feature"))
     return (
         f"<li><b>{esc(action.get('group'))}</b>: {esc(action_label(str(action.get('action'))))}"
-        f" at {esc(where)} <code>{esc(repr(action.get('token')))}</code> ({esc(detail)})</li>"
+        f" at {esc(where)} <code>{esc(repr(action.get('token')))}</code> (feature {feature}, "
+        f"activation {esc(action.get('activation'))})</li>"
     )
 
 
-def prompt_section(i: int, result: PromptResult, groups: list[Group]) -> str:
+def prompt_section(
+    i: int, result: PromptResult, groups: list[Group], names: Names = NO_NAMES
+) -> str:
     """One prompt: its text, what its monitors did, the shaded tokens per group, the baseline."""
     parts = [
         f'<section class="prompt" id="prompt-{i}"><h2>Prompt {i}</h2>',
         f'<p class="text">{esc(result.prompt)}</p>',
     ]
     if result.actions:
-        parts.append(f'<ul class="acts">{"".join(map(_action_item, result.actions))}</ul>')
+        items = "".join(_action_item(a, groups, names) for a in result.actions)
+        parts.append(f'<ul class="acts">{items}</ul>')
     if result.trace is not None and groups:
-        parts += [_shaded_block(result, g) for g in groups]
+        parts += [_shaded_block(result, g, names) for g in groups]
     else:
         parts.append(_row("steered", esc(result.steered), "plain"))
     baseline = esc(result.baseline) if result.baseline is not None else "<i>not run</i>"
@@ -192,15 +281,15 @@ def prompt_section(i: int, result: PromptResult, groups: list[Group]) -> str:
     return "\n".join(parts)
 
 
-def _group_table(results: Sequence[PromptResult], groups: list[Group]) -> str:
+def _group_table(results: Sequence[PromptResult], groups: list[Group], names: Names) -> str:
     if not groups:
         return '<p class="dim">No monitors in this recipe: nothing is shaded.</p>'
     rows = []
     for g in groups:
         events = [[e for e in r.events if e.get("group") == g.name] for r in results]
-        features = ", ".join(str(f) for f in g.spec.features)
+        features = ", ".join(names.html(g.spec.sae, f) for f in g.spec.features)
         rows.append(
-            f"<tr><td>{esc(g.name)}</td><td>{esc(features)}</td>"
+            f'<tr><td>{esc(g.name)}</td><td class="features">{features}</td>'
             f"<td>{esc(describe_monitor(g.spec.plugin, g.spec.settings))}</td><td>{esc(g.spec.action_name)}</td>"
             f'<td class="num">{sum(1 for e in events if e)}</td>'
             f'<td class="num">{sum(len(e) for e in events)}</td></tr>'
@@ -233,13 +322,22 @@ def _legend(groups: list[Group]) -> str:
     return f'<p class="legend">{sample}<br>{esc(LEGEND)}</p>'
 
 
-def report_html(results: RunResults, recipe: Recipe, *, title: str | None = None) -> str:
-    """The report of ``results`` (a run of ``recipe``) as one HTML page."""
+def report_html(
+    results: RunResults,
+    recipe: Recipe,
+    *,
+    title: str | None = None,
+    labels: dict[str, dict[int, Label]] | None = None,
+    links: dict[str, FeatureLinks] | None = None,
+) -> str:
+    """The report of ``results`` (a run of ``recipe``) as one HTML page; features named by
+    ``labels`` and linked by ``links`` (both by SAE id) where given."""
     prompts = results.results
     groups = _groups(prompts, recipe)
+    names = Names(labels or {}, links or {})
     title = title or f"Monitor report: {recipe.model}"
     meta = f"model {recipe.model} \u00b7 {len(prompts)} prompt{'s' if len(prompts) != 1 else ''}"
-    sections = "\n".join(prompt_section(i, r, groups) for i, r in enumerate(prompts))
+    sections = "\n".join(prompt_section(i, r, groups, names) for i, r in enumerate(prompts))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -248,22 +346,30 @@ def report_html(results: RunResults, recipe: Recipe, *, title: str | None = None
         f"<title>{esc(title)}</title>"
         f"<style>\n{STYLESHEET.read_text(encoding='utf-8')}</style></head>\n<body>\n"
         f'<header><h1>{esc(title)}</h1><p class="meta">{esc(meta)}</p>\n'
-        f"{_group_table(prompts, groups)}\n{_selector(groups)}\n{_legend(groups)}</header>\n"
+        f"{_group_table(prompts, groups, names)}\n{_selector(groups)}\n{_legend(groups)}</header>\n"
         f"<main>\n{sections}\n</main>\n<script>\n{SCRIPT}\n</script>\n</body></html>\n"
     )
 
 
 def write_report(
-    results: RunResults, recipe: Recipe, path: str | Path, *, title: str | None = None
+    results: RunResults,
+    recipe: Recipe,
+    path: str | Path,
+    *,
+    title: str | None = None,
+    links: dict[str, FeatureLinks] | None = None,
 ) -> Path:
     """Write the report of ``results`` to the file ``path`` (atomically) and return the path.
 
-    The folder must exist: a typo in ``--out`` should fail, not create a stray folder tree.
+    Features are named by the labels beside their SAEs, and linked by ``links`` (from
+    :func:`dashboard_links` for this path's folder). The folder must exist: a typo in
+    ``--out`` should fail, not create a stray folder tree.
     """
     path = Path(path)
     check_writable(path, what="report")
+    page = report_html(results, recipe, title=title, labels=recipe_labels(recipe), links=links)
     try:
-        atomic_write_text(path, report_html(results, recipe, title=title))
+        atomic_write_text(path, page)
     except OSError as exc:
         raise SteerError(
             f"cannot write the report: {exc.strerror or exc}", where=str(path)

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from steer.corpus.shipped import is_builtin, resolve_text_path
+from steer.errors import SteerError
 from steer.io import read_yaml
 from steer.model import DEFAULT_MODEL
 from steer.schema import StrictModel, located, validate_schema
@@ -98,7 +100,10 @@ class PinpointRecipe(StrictModel):
         "decrease",
         description="Order: ablations that lower the metric most first, raise it most, or |effect|.",
     )
-    side_effect_data: str | None = Field(None, description="Unrelated text for the loss check.")
+    side_effect_data: str | None = Field(
+        None,
+        description="Unrelated text for the loss check: a file, or builtin:NAME (shipped text).",
+    )
     side_effect_tokens: int = Field(4096, ge=128)
     neuron_baseline: bool = Field(True, description="Also pinpoint residual-stream neurons.")
     batch_size: int = Field(32, ge=1, description="Prompts per forward pass.")
@@ -107,6 +112,17 @@ class PinpointRecipe(StrictModel):
     @classmethod
     def _strings_are_prompts(cls, value: Any) -> Any:
         return strings_as_text_items(value)
+
+    @field_validator("side_effect_data")
+    @classmethod
+    def _shipped_text_exists(cls, value: str | None) -> str | None:
+        # An unknown shipped name is an error here, naming the field, before anything loads.
+        if value is not None and is_builtin(value):
+            try:
+                resolve_text_path(value)
+            except SteerError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("counterfactuals")
     @classmethod
@@ -139,14 +155,12 @@ def parse_pinpoint_recipe(data: Any, *, source: str = "recipe") -> PinpointRecip
 
 def load_pinpoint_recipe(path: str | Path) -> PinpointRecipe:
     """Read and validate a YAML pinpoint recipe. SAE paths and ``side_effect_data`` are relative
-    to the recipe file."""
+    to the recipe file; ``side_effect_data: builtin:NAME`` is a text shipped with steer
+    (:mod:`steer.corpus.shipped`)."""
     path = Path(path)
     data = read_yaml(path, what="pinpoint recipe")
     recipe = parse_pinpoint_recipe(data, source=str(path))
     update: dict[str, Any] = {"saes": [resolve_sae_spec_path(s, path.parent) for s in recipe.saes]}
     if recipe.side_effect_data is not None:
-        data_path = Path(recipe.side_effect_data).expanduser()
-        if not data_path.is_absolute():
-            data_path = (path.parent / data_path).resolve()
-        update["side_effect_data"] = str(data_path)
+        update["side_effect_data"] = str(resolve_text_path(recipe.side_effect_data, path.parent))
     return recipe.model_copy(update=update)

@@ -6,17 +6,63 @@ All files are written atomically (:mod:`steer.io`).
 
 from __future__ import annotations
 
-import html
 import importlib.util
 import json
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from steer.errors import SteerError
+from steer.html import FeatureLinks, esc, feature_link, links_from_options
 from steer.io import atomic_files
 
 COLORS = {"features": "#1f77b4", "neurons": "#ff7f0e"}
+PAGE_CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; color: #1d1d1f; margin: 0 auto; max-width: 1320px;
+  padding: 1rem 1.5rem 3rem; }
+h1 { font-size: 1.35rem; margin: .5rem 0; } h2 { font-size: 1.1rem; margin: 1rem 0 .5rem; }
+h3 { font-size: .95rem; margin: .2rem 0 .3rem; }
+.meta { color: #6e6e73; margin: 0 0 .5rem; }
+.row { display: flex; flex-wrap: wrap; gap: 1.5rem; align-items: flex-start; }
+figure { margin: 0; }
+.tables { flex: 1; min-width: 360px; }
+.scroll { max-height: 300px; overflow: auto; border: 1px solid #e3e3e8; border-radius: 4px;
+  margin-bottom: .75rem; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .2rem .5rem; border-bottom: 1px solid #eee; }
+th { background: #f6f6f8; position: sticky; top: 0; font-weight: 600; }
+.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.label { color: #0a7d5a; }
+a { color: #0b57d0; text-decoration: none; } a:hover { text-decoration: underline; }
+pre.summary { white-space: pre-wrap; font-size: 12.5px; color: #333; }
+svg .grid { stroke: #eee; } svg .tick { fill: #444; font-size: 11px; }
+svg .axis-title { font-size: 12.5px; } svg .legend { font-size: 12px; }
+svg circle:hover { r: 5; }
+"""
+
+
+def dashboard_links(
+    recipe: Any, values: Sequence[str], page_folder: str | Path
+) -> dict[str, FeatureLinks]:
+    """The dashboard links of each SAE of a pinpoint ``recipe`` from ``--dashboard`` values
+    (``SAE=DIR_OR_URL``, or one location when it has one SAE), for pages written into
+    ``page_folder``; a location that is not a dashboard of that SAE's weights is a one-line
+    :class:`SteerError`, raised before the model loads."""
+    from steer.sae.configs import WEIGHTS_FILENAME
+    from steer.sae.sources import resolve_sae_path
+
+    weights = {}
+    for i, spec in enumerate(recipe.saes):
+        local = spec.hf is None  # never go to the network for a link check
+        folder = resolve_sae_path(spec, where=f"saes[{i}]") if local else None
+        weights[spec.id] = folder / WEIGHTS_FILENAME if folder is not None else None
+    try:
+        return links_from_options(values, weights, page_folder)
+    except ValueError as exc:
+        raise SteerError(str(exc)) from None
 
 
 def print_report(result: dict[str, Any], console: Any, *, rows: int = 20) -> None:
@@ -73,16 +119,20 @@ def _summary_line(site: dict[str, Any], kind: str) -> str:
     return line
 
 
-def write_outputs(result: dict[str, Any], out: Path) -> list[Path]:
+def write_outputs(
+    result: dict[str, Any], out: Path, *, links: dict[str, FeatureLinks] | None = None
+) -> list[Path]:
     """Write ``pinpoint.json``, ``curve.html`` and (with matplotlib) ``curve.png`` into ``out``
-    as one set: a failure (a full disk) leaves the earlier set as it was. Returns the paths."""
+    as one set: a failure (a full disk) leaves the earlier set as it was. Returns the paths.
+    ``links`` (by SAE id, from :func:`dashboard_links` for ``out``) link the features of
+    ``curve.html`` to their dashboard pages."""
     out = Path(out)
     names = ["pinpoint.json", "curve.html"]
     if importlib.util.find_spec("matplotlib") is not None:
         names.append("curve.png")
     with atomic_files(out, names) as tmp:
         tmp["pinpoint.json"].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        tmp["curve.html"].write_text(curve_html(result), encoding="utf-8")
+        tmp["curve.html"].write_text(curve_html(result, links=links), encoding="utf-8")
         if "curve.png" in tmp:
             write_png(result, tmp["curve.png"])
     return [out / name for name in names]
@@ -125,80 +175,163 @@ def write_png(result: dict[str, Any], path: Path) -> bool:
     return True
 
 
-def curve_svg(result: dict[str, Any], site: dict[str, Any], *, width=640, height=360) -> str:
-    """One site's curve as an inline SVG (no external assets)."""
-    left, right, top, bottom = 70, 20, 30, 50
-    series = _series(site)
-    xs = [x for _, pts in series for x, _ in pts]
-    ys = [y for _, pts in series for _, y in pts] + [0.0, result["clean_metric"] * 0.5]
-    x0, x1 = 0.0, max(xs) or 1.0
-    y0, y1 = min(ys), max(ys)
-    pad = (y1 - y0) * 0.05 or 1.0
-    y0, y1 = y0 - pad, y1 + pad
+def nice_ticks(lo: float, hi: float, n: int = 5, *, integer: bool = False) -> list[float]:
+    """About ``n`` round tick values (steps of 1, 2, 2.5 or 5 times a power of ten) covering
+    ``[lo, hi]``: the first at or below ``lo``, the last at or above ``hi``."""
+    raw = (hi - lo) / n if hi > lo else (abs(hi) or 1.0) / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw * (1 - 1e-9))
+    if integer:
+        step = max(1.0, round(step))
+    first, last = math.floor(lo / step + 1e-9), math.ceil(hi / step - 1e-9)
+    return [round(k * step, 10) for k in range(first, max(last, first + 1) + 1)]
+
+
+def _fmt_tick(value: float, ticks: list[float]) -> str:
+    # As many decimals as the step between ticks needs (0.25 -> 2, 2.5 -> 1, 5 -> 0).
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    digits = next(d for d in range(7) if d == 6 or round(step, d) == round(step, 10))
+    return f"{value:.{digits}f}"
+
+
+def curve_svg(result: dict[str, Any], site: dict[str, Any], *, width=640, height=400) -> str:
+    """One site's curve as an inline SVG (no external assets): the metric against the number
+    of ablated nodes, with axis titles, ticks with values, the 50 % line labelled, each point's
+    values on hover and where each kind removed half of the metric."""
+    left, right, top, bottom = 72, 20, 34, 56
+    clean, series = result["clean_metric"], _series(site)
+    half = clean * 0.5
+    x_max = max([x for _, pts in series for x, _ in pts], default=1.0)
+    xt = nice_ticks(0.0, x_max, 6, integer=True)
+    ys = [y for _, pts in series for _, y in pts] + [0.0, half, clean]
+    yt = nice_ticks(min(ys), max(ys))
+    x0, x1, y0, y1 = xt[0], xt[-1], yt[0], yt[-1]
 
     def px(x: float) -> float:
-        return left + (x - x0) / (x1 - x0) * (width - left - right)
+        return left + (x - x0) / ((x1 - x0) or 1) * (width - left - right)
 
     def py(y: float) -> float:
-        return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
+        return top + (y1 - y) / ((y1 - y0) or 1) * (height - top - bottom)
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
-        f'<rect x="{left}" y="{top}" width="{width - left - right}" '
-        f'height="{height - top - bottom}" fill="none" stroke="#888"/>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="curve" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12" role="img">'
     ]
-    for i in range(6):
-        xv, yv = x0 + (x1 - x0) * i / 5, y0 + (y1 - y0) * i / 5
+    for x in xt:
         parts.append(
-            f'<text x="{px(xv):.1f}" y="{height - bottom + 16}" text-anchor="middle">{xv:.0f}</text>'
+            f'<line class="grid" x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{top}" '
+            f'y2="{height - bottom}"/><text class="tick x" x="{px(x):.1f}" '
+            f'y="{height - bottom + 16}" text-anchor="middle">{_fmt_tick(x, xt)}</text>'
         )
-        parts.append(f'<text x="{left - 6}" y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.2f}</text>')
-    half = result["clean_metric"] * 0.5
+    for y in yt:
+        parts.append(
+            f'<line class="grid" x1="{left}" x2="{width - right}" y1="{py(y):.1f}" '
+            f'y2="{py(y):.1f}"/><text class="tick y" x="{left - 6}" y="{py(y) + 4:.1f}" '
+            f'text-anchor="end">{_fmt_tick(y, yt)}</text>'
+        )
     parts.append(
-        f'<line x1="{left}" x2="{width - right}" y1="{py(half):.1f}" y2="{py(half):.1f}" '
-        'stroke="grey" stroke-dasharray="5,4"/>'
-    )
-    parts.append(
+        f'<rect x="{left}" y="{top}" width="{width - left - right}" '
+        f'height="{height - top - bottom}" fill="none" stroke="#888"/>'
         f'<line x1="{left}" x2="{width - right}" y1="{py(0):.1f}" y2="{py(0):.1f}" '
-        'stroke="black" stroke-width="0.5"/>'
+        'stroke="black" stroke-width="0.6"/>'
+        f'<line class="half" x1="{left}" x2="{width - right}" y1="{py(half):.1f}" '
+        f'y2="{py(half):.1f}" stroke="#555" stroke-dasharray="6,4"/>'
+        f'<text class="half-label" x="{width - right - 6}" y="{py(half) - 5:.1f}" '
+        f'text-anchor="end" fill="#555">50 % of clean ({half:.3g})</text>'
     )
     for i, (kind, points) in enumerate(series):
-        coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points)
-        parts.append(
-            f'<polyline fill="none" stroke="{COLORS[kind]}" stroke-width="2" points="{coords}"/>'
-        )
-        parts.append(
-            f'<text x="{width - right - 8}" y="{top + 16 + 16 * i}" text-anchor="end" '
-            f'fill="{COLORS[kind]}">{kind}</text>'
-        )
+        box = (left, top, height - bottom)
+        parts += _series_svg(kind, points, site[kind].get("n_for_half"), px, py, i, box)
     parts.append(
-        f'<text x="{(left + width - right) / 2}" y="{height - 12}" text-anchor="middle">'
-        "number of ablated nodes (top-ranked first)</text>"
+        f'<text class="axis-title" x="{(left + width - right) / 2}" y="{height - 16}" '
+        'text-anchor="middle">number of nodes ablated together (top-ranked first)</text>'
+        f'<text class="axis-title" transform="translate(18 {(top + height - bottom) / 2}) '
+        'rotate(-90)" text-anchor="middle">metric, mean over prompts</text></svg>'
     )
-    parts.append(
-        f'<text x="{left}" y="{top - 10}">{html.escape(result["metric"])} '
-        "(dashed: 50% of clean)</text>"
-    )
-    parts.append("</svg>")
     return "\n".join(parts)
 
 
-def curve_html(result: dict[str, Any]) -> str:
-    """A self-contained HTML page with one curve per site and the summary lines."""
+def _series_svg(kind, points, n_half, px, py, i: int, box: tuple[int, int, int]) -> list[str]:
+    color = COLORS[kind]
+    coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in points)
+    dots = "".join(
+        f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}">'
+        f"<title>{kind}: {x:g} ablated, metric {y:.4g}</title></circle>"
+        for x, y in points
+    )
+    left, top, foot = box  # the plot's left, top and bottom edges
+    out = [
+        f'<polyline class="series" data-kind="{kind}" fill="none" stroke="{color}" '
+        f'stroke-width="2" points="{coords}"/>{dots}',
+        # The legend sits in the top margin, one entry per kind side by side: inside the plot
+        # it would cover the curves, which start at the top left.
+        f'<line x1="{left + 250 * i}" x2="{left + 250 * i + 20}" y1="{top - 14}" '
+        f'y2="{top - 14}" stroke="{color}" stroke-width="2"/>'
+        f'<text class="legend" x="{left + 250 * i + 26}" y="{top - 10}">{kind}'
+        f"{f' (half removed at {n_half})' if n_half else ''}</text>",
+    ]
+    if n_half:  # where this kind removed half of the metric: a dotted line down the plot
+        out.append(
+            f'<line class="n-half" x1="{px(n_half):.1f}" x2="{px(n_half):.1f}" y1="{top}" '
+            f'y2="{foot}" stroke="{color}" stroke-dasharray="2,3"/>'
+        )
+    return out
+
+
+def ranked_table(site: dict[str, Any], kind: str, links: FeatureLinks | None) -> str:
+    """The ranked nodes of one kind as a table: rank, node (a feature linked to its dashboard
+    page), label where known, attribution and verified effect."""
+    ranked = site[kind]["ranked"]
+    labelled = kind == "features"
+    rows = []
+    for r in ranked:
+        node = r["node"]
+        cell = feature_link(node, str(node), links) if labelled else str(node)
+        label = f'<td class="label">{esc(r["label"] or "")}</td>' if labelled else ""
+        rows.append(
+            f'<tr><td class="num">{r["rank"]}</td><td class="num">{cell}</td>{label}'
+            f'<td class="num">{r["attribution"]:+.4f}</td>'
+            f'<td class="num">{r["verified_effect"]:+.4f}</td></tr>'
+        )
+    head = "<th>label</th>" if labelled else ""
+    return (
+        f'<h3>top {kind}</h3><div class="scroll"><table class="ranked" data-kind="{kind}">'
+        f'<thead><tr><th class="num">#</th><th class="num">{kind[:-1]}</th>{head}'
+        '<th class="num">attribution</th><th class="num">verified effect</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def curve_html(result: dict[str, Any], *, links: dict[str, FeatureLinks] | None = None) -> str:
+    """A self-contained HTML page: per site, the curve beside the ranked tables (features
+    linked to their dashboard pages by ``links``, by SAE id), and the summary lines."""
     body = []
     for site in result["sites"]:
-        body.append(f"<h2>{html.escape(site['sae'])} (layer {site['layer']})</h2>")
-        body.append(curve_svg(result, site))
+        tables = "".join(
+            ranked_table(site, kind, (links or {}).get(site["sae"]))
+            for kind in ("features", "neurons")
+            if kind in site
+        )
         lines = [_summary_line(site, k) for k in ("features", "neurons") if k in site]
-        body.append(f"<pre>{html.escape(chr(10).join(lines))}</pre>")
+        body.append(
+            f'<section class="site"><h2>{esc(site["sae"])} (layer {esc(site["layer"])})</h2>'
+            f'<div class="row"><figure>{curve_svg(result, site)}</figure>'
+            f'<div class="tables">{tables}</div></div>'
+            f'<pre class="summary">{esc(chr(10).join(lines))}</pre></section>'
+        )
     title = f"steer pinpoint: {result['metric']}"
+    meta = (
+        f"model {result.get('model', '')} \u00b7 clean mean {result['clean_metric']:.3f} over "
+        f"{result['n_prompts']} prompts \u00b7 method {result['method']} \u00b7 ablation "
+        f"{result['ablation']}"
+    )
     return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-        f"<title>{html.escape(title)}</title></head>\n<body>"
-        f"<h1>{html.escape(title)}</h1>\n<p>clean mean {result['clean_metric']:.3f} over "
-        f"{result['n_prompts']} prompts; method {html.escape(result['method'])}, ablation "
-        f"{html.escape(result['ablation'])}</p>\n" + "\n".join(body) + "\n</body></html>\n"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<link rel="icon" href="data:,">'
+        f"<title>{esc(title)}</title><style>{PAGE_CSS}</style></head>\n<body>"
+        f'<h1>{esc(title)}</h1>\n<p class="meta">{esc(meta)}</p>\n'
+        + "\n".join(body)
+        + "\n</body></html>\n"
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from steer.corpus.documents import read_documents
+from steer.corpus.shipped import resolve_text_path
 from steer.corpus.windows import pack_windows
 from steer.errors import SteerError
 from steer.model.positions import OutlierFilter, keep_mask, special_token_ids
@@ -41,7 +42,9 @@ class TextRun:
 
 
 def load_windows(model: Any, path: str | Path, n_tokens: int) -> torch.Tensor:
-    """``n_tokens // 128`` windows spread evenly over the text file at ``path``."""
+    """``n_tokens // 128`` windows spread evenly over the text file at ``path`` (or the shipped
+    text ``builtin:NAME``, for recipes built in code rather than read from a file)."""
+    path = resolve_text_path(path)
     docs = read_documents(path, model.tokenizer)
     windows = pack_windows(model.tokenizer, docs, CTX_LEN)
     if len(windows) == 0:

@@ -36,6 +36,11 @@ class SteerPluginManager(pluggy.PluginManager):
         # steer.plugins.registry.
         self.registries: dict[str, object] = {}
 
+    def report_failure(self, name: str, target: str, message: str) -> None:
+        """Record that plugin ``name`` failed at ``target`` (a hook) and was skipped there."""
+        self.failures.append(PluginFailure(name=name, target=target, error=message))
+        log.warning("steer plugin %r was skipped in %s: %s", name, target, message)
+
     def register_commands(self, cli: Any) -> None:
         """Let every plugin add commands to the typer app ``cli``. A plugin that raises is
         recorded in ``failures`` and skipped: one broken plugin never breaks the CLI."""

@@ -123,13 +123,27 @@ def guarded(plugin: str, what: str, fn: Callable[..., Any]) -> Callable[..., Any
     return call
 
 
+def _raise(plugin: str, message: str) -> None:
+    raise SteerError(message)
+
+
 class Registry(Generic[T]):
     """Name -> registered object, for one :class:`RegistryKind`."""
 
-    def __init__(self, kind: RegistryKind[T], *, failures: Iterable[str] = ()):
+    def __init__(
+        self,
+        kind: RegistryKind[T],
+        *,
+        failures: Iterable[str] = (),
+        refuse: Callable[[str, str], None] | None = None,
+    ):
         self.kind = kind
         self.entries: dict[str, Registered[T]] = {}
         self.failures = list(failures)  # plugins that failed to load: why a name may be missing
+        # What happens to a registration that cannot be taken (a wrong type, a name taken):
+        # ``refuse(plugin, message)``. The default raises; a plugin manager records it and the
+        # registry goes on without it, so one broken plugin never breaks every command.
+        self.refuse = refuse or _raise
 
     def registrar(self, plugin: str) -> Callable[[T], None]:
         """The ``register`` callback handed to ``plugin``'s hook implementation."""
@@ -138,17 +152,18 @@ class Registry(Generic[T]):
             try:
                 self.kind.validate(obj)
             except (TypeError, ValueError) as exc:
-                raise SteerError(
-                    f"plugin {plugin!r} registered a bad {self.kind.kind}: {exc}"
-                ) from exc
+                self.refuse(plugin, f"plugin {plugin!r} registered a bad {self.kind.kind}: {exc}")
+                return
             name = self.kind.name_of(obj)
-            obj = self.kind.guard(obj, plugin)
             if name in self.entries:
                 first = self.entries[name].plugin
-                raise SteerError(
-                    f"{self.kind.kind} {name!r} is registered twice: by plugin {first!r} "
-                    f"and by {plugin!r}"
+                self.refuse(
+                    plugin,
+                    f"{self.kind.kind} {name!r} is registered twice: by plugin {first!r} and by "
+                    f"{plugin!r} (the first is kept)",
                 )
+                return
+            obj = self.kind.guard(obj, plugin)
             self.entries[name] = Registered(name=name, obj=obj, plugin=plugin)
 
         return register
@@ -191,8 +206,16 @@ def registry(pm: Any, kind: RegistryKind[T]) -> Registry[T]:
     cache = getattr(pm, "registries", None)
     if cache is not None and kind.hook in cache:
         return cache[kind.hook]
+    report = getattr(pm, "report_failure", None)
+
+    def refuse(plugin: str, message: str) -> None:
+        if report is None or plugin == HOST:  # no manager to tell, or steer's own mistake
+            raise SteerError(message)
+        report(plugin, kind.hook, message)
+        built.failures.append(plugin)
+
     failures = [f.name for f in getattr(pm, "failures", [])]
-    built: Registry[T] = Registry(kind, failures=failures)
+    built: Registry[T] = Registry(kind, failures=failures, refuse=refuse)
     register_builtin = built.registrar(HOST)
     for obj in kind.builtins():
         register_builtin(obj)
@@ -201,7 +224,10 @@ def registry(pm: Any, kind: RegistryKind[T]) -> Registry[T]:
         # callback that knows its plugin's name (and the first to take a name keeps it).
         for impl in getattr(pm.hook, kind.hook).get_hookimpls():
             register = built.registrar(impl.plugin_name)
-            call_plugin(impl.plugin_name, kind.hook, impl.function, register=register)
+            try:
+                call_plugin(impl.plugin_name, kind.hook, impl.function, register=register)
+            except SteerError as exc:
+                refuse(impl.plugin_name, str(exc))
     if cache is not None:
         cache[kind.hook] = built
     return built

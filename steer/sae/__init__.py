@@ -3,20 +3,30 @@
 ``load_sae`` reads SAELens folders (v6 and older) and EleutherAI sparsify folders;
 ``save_sae`` writes SAELens v6. Architectures are ``standard``, ``topk``, ``jumprelu`` plus any
 a plugin registers (``steer_register_sae_architectures``).
+
+The names below are imported on first use: reading and checking a cfg.json
+(:func:`read_sae_config`) does not import torch, so ``steer check`` stays fast.
 """
 
 from __future__ import annotations
 
-from steer.sae.base import SAE, SAEConfig
-from steer.sae.formats import check_fits_model, load_sae, read_sae_config, save_sae
-from steer.sae.registry import get_architectures
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "SAE",
-    "SAEConfig",
-    "check_fits_model",
-    "get_architectures",
-    "load_sae",
-    "read_sae_config",
-    "save_sae",
-]
+_EXPORTS = {
+    "SAE": "steer.sae.base",
+    "SAEConfig": "steer.sae.config",
+    "check_fits_model": "steer.sae.formats",
+    "load_sae": "steer.sae.formats",
+    "save_sae": "steer.sae.formats",
+    "read_sae_config": "steer.sae.configs",
+    "get_architectures": "steer.sae.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'steer.sae' has no attribute {name!r}")

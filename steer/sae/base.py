@@ -1,4 +1,4 @@
-"""The SAE config and the base class every SAE architecture derives from.
+"""The base class every SAE architecture derives from (its config: :mod:`steer.sae.config`).
 
 An SAE maps a residual-stream vector ``x`` (``d_in`` wide) to ``d_sae`` feature activations and
 back, with SAELens' parameter names and shapes::
@@ -10,33 +10,20 @@ back, with SAELens' parameter names and shapes::
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
 from steer.errors import SteerError
+from steer.sae.config import SAEConfig, canonical_dtype, check_common
 
-# Names a cfg.json may use for a dtype (SAELens writes "float32", older files "torch.float32";
-# sparsify's safetensors headers say "F32").
-_DTYPES: dict[str, torch.dtype] = {
+# torch dtypes by canonical name (steer.sae.config.DTYPE_NAMES says which names a cfg may use).
+_TORCH_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
-    "float": torch.float32,
-    "f32": torch.float32,
     "float16": torch.float16,
-    "half": torch.float16,
-    "f16": torch.float16,
     "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
     "float64": torch.float64,
-    "double": torch.float64,
-    "f64": torch.float64,
 }
-
-# Hook names that say which block's output (residual stream) an SAE reads.
-_HF_RESID = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)$")  # model.layers.N, layers.N, transformer.h.N
-_TL_RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_(post|pre)$")
 
 # Narrow matrix products take a different BLAS kernel (a matrix-vector path) that sums in
 # another order, so a few gathered encoder columns would not reproduce the full encode's bits.
@@ -47,66 +34,12 @@ _MIN_GEMM_WIDTH = 32
 def parse_dtype(name: str) -> torch.dtype:
     """The torch dtype for a cfg.json ``dtype`` string such as ``"float32"`` or
     ``"torch.bfloat16"``; raises ``ValueError`` for anything else."""
-    key = str(name).strip().lower().removeprefix("torch.")
-    if key not in _DTYPES:
-        known = ", ".join(sorted({str(d).removeprefix("torch.") for d in _DTYPES.values()}))
-        raise ValueError(f"dtype {name!r} is not supported (use one of {known})")
-    return _DTYPES[key]
+    return _TORCH_DTYPES[canonical_dtype(name)]
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     """``torch.float32`` -> ``"float32"``: the spelling SAELens writes to cfg.json."""
     return str(dtype).removeprefix("torch.")
-
-
-def layer_of_hook(hf_hook_name: str | None, hook_name: str | None) -> int | None:
-    """The block whose output (residual stream) a hook reads, or ``None`` if unknown.
-
-    ``model.layers.N`` / ``layers.N`` (Hugging Face, sparsify) and
-    ``blocks.N.hook_resid_post`` (TransformerLens) are the output of block N;
-    ``blocks.N.hook_resid_pre`` is the input of block N, i.e. the output of block N-1.
-    """
-    if hf_hook_name and (m := _HF_RESID.search(hf_hook_name)):
-        return int(m.group(1))
-    if hook_name and (m := _TL_RESID.match(hook_name)):
-        n = int(m.group(1))
-        if m.group(2) == "post":
-            return n
-        # resid_pre of block 0 is the embeddings: no block's output, so no layer.
-        return n - 1 if n > 0 else None
-    return None
-
-
-@dataclass(frozen=True)
-class SAEConfig:
-    """What an SAE is: its architecture, sizes, and where in which model it was trained.
-
-    ``hook_name`` is the TransformerLens name (``blocks.12.hook_resid_post``) and
-    ``hf_hook_name`` the Hugging Face module whose output the SAE reads (``model.layers.12``).
-    ``metadata`` holds every other cfg.json metadata key, so a load-save round trip keeps it.
-    """
-
-    architecture: str
-    d_in: int
-    d_sae: int
-    dtype: str = "float32"
-    apply_b_dec_to_input: bool = True
-    normalize_activations: str = "none"
-    k: int | None = None
-    hook_name: str | None = None
-    hf_hook_name: str | None = None
-    model_name: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict, hash=False)
-
-    @property
-    def layer(self) -> int | None:
-        """The block whose output the SAE reads (from the hook names), or ``None``."""
-        return layer_of_hook(self.hf_hook_name, self.hook_name)
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        """``dtype`` as a torch dtype."""
-        return parse_dtype(self.dtype)
 
 
 class SAE(torch.nn.Module):
@@ -137,21 +70,7 @@ class SAE(torch.nn.Module):
     def check_config(cls, cfg: SAEConfig) -> None:
         """Raise ``ValueError`` if this class cannot run ``cfg`` (called before any weights are
         read, so a bad cfg.json fails fast). Subclasses extend it for their own keys."""
-        if cfg.architecture != cls.architecture:
-            raise ValueError(
-                f"config architecture {cfg.architecture!r} does not match {cls.__name__} "
-                f"({cls.architecture!r})"
-            )
-        for key in ("d_in", "d_sae"):
-            value = getattr(cfg, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{key} must be a positive integer, got {value!r}")
-        if cfg.normalize_activations != "none":
-            raise ValueError(
-                f"normalize_activations {cfg.normalize_activations!r} is not supported "
-                "(only 'none')"
-            )
-        parse_dtype(cfg.dtype)
+        check_common(cfg, cls.architecture, cls.__name__)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -15,8 +15,7 @@ from typing import Any
 import safetensors
 
 from steer.errors import SteerError
-from steer.sae.base import SAE, SAEConfig, dtype_name, parse_dtype
-from steer.sae.registry import get_architectures
+from steer.sae.config import BUILTIN_CHECKS, SAEConfig, canonical_dtype
 
 CFG_FILENAME = "cfg.json"
 WEIGHTS_FILENAME = "sae_weights.safetensors"
@@ -107,7 +106,7 @@ def _str_or_none(value: Any, key: str, where: str) -> str | None:
 
 def _dtype(value: Any, where: str) -> str:
     try:
-        return dtype_name(parse_dtype(value))
+        return canonical_dtype(value)
     except ValueError as exc:
         raise SteerError(str(exc), where=where) from None
 
@@ -197,10 +196,9 @@ def _sparsify_config(folder: Path, raw: dict[str, Any], where: str) -> SAEConfig
     weights = folder / SPARSIFY_WEIGHTS
     dtype = "float32"
     if weights.is_file():  # sparsify keeps the dtype only in the weights; the header says it
-        with open_safetensors(weights) as f:
-            keys = list(f.keys())
-            if keys:
-                dtype = _dtype(f.get_slice(keys[0]).get_dtype(), str(weights))
+        tensors = {k: v for k, v in safetensors_header(weights).items() if k != "__metadata__"}
+        if tensors:
+            dtype = _dtype(next(iter(tensors.values())).get("dtype"), str(weights))
     return SAEConfig(
         architecture="topk",
         d_in=d_in,
@@ -214,10 +212,10 @@ def _sparsify_config(folder: Path, raw: dict[str, Any], where: str) -> SAEConfig
     )
 
 
-def read_config(path: str | Path, pm: Any) -> tuple[Path, bool, SAEConfig, type[SAE]]:
-    """Folder, whether it is sparsify, its config, and the class that runs it; the config is
-    checked against the class, and its sizes against the weights file's size (when there is
-    one)."""
+def read_config(path: str | Path, pm: Any) -> tuple[Path, bool, SAEConfig]:
+    """Folder, whether it is sparsify, and its config, checked against its architecture and its
+    sizes against the weights file's size (when there is one). A built-in architecture's config
+    is checked without importing torch; a plugin's by its class (see :func:`architecture_class`)."""
     folder = _find_folder(path)
     cfg_file = folder / CFG_FILENAME
     where = str(cfg_file)
@@ -229,15 +227,11 @@ def read_config(path: str | Path, pm: Any) -> tuple[Path, bool, SAEConfig, type[
         or ((folder / SPARSIFY_WEIGHTS).is_file() and not (folder / WEIGHTS_FILENAME).is_file())
     )
     cfg = _sparsify_config(folder, raw, where) if is_sparsify else _saelens_config(raw, where)
-    architectures = get_architectures(pm)
-    cls = architectures.get(cfg.architecture)
-    if cls is None:
-        known = ", ".join(sorted(architectures))
-        raise SteerError(
-            f"unknown SAE architecture {cfg.architecture!r} (known: {known})", where=where
-        )
+    check = BUILTIN_CHECKS.get(cfg.architecture)
+    if check is None:
+        check = architecture_class(cfg, pm, where=where).check_config
     try:
-        cls.check_config(cfg)
+        check(cfg)
     except (ValueError, TypeError) as exc:
         raise SteerError(str(exc).splitlines()[0], where=where) from None
     if is_sparsify:
@@ -247,7 +241,7 @@ def read_config(path: str | Path, pm: Any) -> tuple[Path, bool, SAEConfig, type[
     else:
         weights, latents = folder / WEIGHTS_FILENAME, "d_sae"
     _check_sizes(cfg, weights, latents, where)
-    return folder, is_sparsify, cfg, cls
+    return folder, is_sparsify, cfg
 
 
 # The fewest bytes a stored weight takes (float8, uint8): a weights file holding W_enc and
@@ -287,6 +281,48 @@ def _human_bytes(n: float) -> str:
         if n < 1000:
             return f"{n:.3g} {unit}"
     return f"{n / 1000:.3g} TB"
+
+
+def read_sae_config(path: str | Path, *, pm: Any = None) -> SAEConfig:
+    """The config of the SAE at ``path``, reading only its cfg.json (and, for sparsify, the
+    weights file's header for the dtype) and the weights file's size, which must be able to
+    hold the sizes cfg.json gives: no weights are loaded.
+
+    Raises the same one-line :class:`SteerError` as :func:`load_sae` for anything wrong in
+    cfg.json. ``pm`` supplies plugin architectures (built-ins only when ``None``).
+    """
+    return read_config(path, pm)[2]
+
+
+def architecture_class(cfg: SAEConfig, pm: Any, *, where: str) -> Any:
+    """The SAE class that runs ``cfg`` (built-ins and those the plugins of ``pm`` register),
+    or a one-line :class:`SteerError` listing the known architectures."""
+    from steer.sae.registry import get_architectures
+
+    architectures = get_architectures(pm)
+    cls = architectures.get(cfg.architecture)
+    if cls is None:
+        known = ", ".join(sorted(architectures))
+        raise SteerError(
+            f"unknown SAE architecture {cfg.architecture!r} (known: {known})", where=where
+        )
+    return cls
+
+
+def safetensors_header(file: Path) -> dict[str, Any]:
+    """The JSON header of a safetensors file (names, dtypes, shapes), read without torch; a
+    file too short or malformed for one is a one-line SteerError naming it."""
+    try:
+        with open(file, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if not 2 <= size <= 100_000_000:
+                raise ValueError(f"header size {size}")
+            header = json.loads(fh.read(size))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a mapping")
+        return header
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise SteerError(f"not a readable safetensors file ({exc})", where=str(file)) from None
 
 
 def open_safetensors(file: Path) -> Any:

@@ -20,7 +20,8 @@ import torch
 
 from steer.errors import SteerError
 from steer.io import atomic_dir
-from steer.sae.base import SAE, SAEConfig, construct, dtype_name
+from steer.sae.base import SAE, construct, dtype_name
+from steer.sae.config import SAEConfig
 from steer.sae.configs import (
     CFG_FILENAME,
     DEDICATED,
@@ -29,8 +30,10 @@ from steer.sae.configs import (
     SPARSIFY_WEIGHTS,
     SPARSITY_FILENAME,
     WEIGHTS_FILENAME,
+    architecture_class,
     open_safetensors,
     read_config,
+    read_sae_config,
 )
 
 __all__ = [
@@ -120,17 +123,6 @@ def _on_meta(sae: SAE) -> list[str]:
     return [name for name, tensor in named if tensor.is_meta]
 
 
-def read_sae_config(path: str | Path, *, pm: Any = None) -> SAEConfig:
-    """The config of the SAE at ``path``, reading only its cfg.json (and, for sparsify, the
-    weights file's header for the dtype) and the weights file's size, which must be able to
-    hold the sizes cfg.json gives: no weights are loaded.
-
-    Raises the same one-line :class:`SteerError` as :func:`load_sae` for anything wrong in
-    cfg.json. ``pm`` supplies plugin architectures (built-ins only when ``None``).
-    """
-    return read_config(path, pm)[2]
-
-
 def load_sae(path: str | Path, *, pm: Any = None, device: str | torch.device = "cpu") -> SAE:
     """Load the SAE at ``path``: an SAELens folder (v6 or pre-6.0 cfg.json), a sparsify
     hookpoint folder, or a sparsify folder holding exactly one hookpoint folder.
@@ -141,8 +133,9 @@ def load_sae(path: str | Path, *, pm: Any = None, device: str | torch.device = "
     SAE is allocated: sizes the weights file cannot hold, tensors missing or of the wrong shape
     (read from the file's header), and weights that hold NaN or infinity.
     """
-    folder, is_sparsify, cfg, cls = read_config(path, pm)
+    folder, is_sparsify, cfg = read_config(path, pm)
     where = str(folder / CFG_FILENAME)
+    cls = architecture_class(cfg, pm, where=where)
     file = folder / (SPARSIFY_WEIGHTS if is_sparsify else WEIGHTS_FILENAME)
     if not file.is_file():
         raise SteerError(f"weights file {file.name} is missing", where=str(folder))

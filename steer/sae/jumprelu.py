@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from steer.sae.base import SAE, SAEConfig
+from steer.sae.base import SAE
+from steer.sae.config import SAEConfig
 
 
 class JumpReLUSAE(SAE):

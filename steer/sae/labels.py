@@ -6,6 +6,11 @@ returns) and looks like::
     {"format": "steer-labels/1", "sae": "<folder name>",
      "features": {"<id>": {"name": str, "description": str, "source": "manual"}}}
 
+An SAE shipped with steer keeps its labels in the installed package, which steer never writes:
+a user's labels for it go to ``<user data folder>/labels/<sae>.json`` (``$STEER_DATA``, else
+the platform's data folder), the changed and added ones under ``features`` and the removed ids
+under ``removed``, layered over the shipped ones when read.
+
 Recipes, monitors and the ``steer features`` commands name features by these labels.
 """
 
@@ -13,11 +18,13 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from steer.errors import SteerError
 from steer.io import atomic_write_text
+from steer.sae.sources import BUILTIN_DIR
 
 LABELS_FILE = "labels.json"
 FORMAT = "steer-labels/1"
@@ -33,19 +40,65 @@ class Label:
     source: str = "manual"
 
 
+def user_data_dir() -> Path:
+    """steer's folder for what users write about shipped things: ``$STEER_DATA`` or the
+    platform's user data folder."""
+    env = os.environ.get("STEER_DATA")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("steer"))
+
+
+def is_shipped(sae_folder: Path) -> bool:
+    """Whether ``sae_folder`` is an SAE shipped inside the steer package."""
+    return Path(sae_folder).resolve().is_relative_to(BUILTIN_DIR.resolve())
+
+
 def labels_path(sae_folder: Path) -> Path:
-    """Where the labels file of the SAE in ``sae_folder`` lives."""
+    """Where labels of the SAE in ``sae_folder`` are written: beside it, or for a shipped SAE
+    the user's layer over its shipped labels."""
+    if is_shipped(sae_folder):
+        return user_data_dir() / "labels" / f"{Path(sae_folder).name}.json"
     return Path(sae_folder) / LABELS_FILE
 
 
 def load_labels(sae_folder: Path) -> dict[int, Label]:
-    """The labels of the SAE in ``sae_folder`` by feature id; ``{}`` when it has no labels file.
+    """The labels of the SAE in ``sae_folder`` by feature id; ``{}`` when it has none. For a
+    shipped SAE, the user's labels are layered over the shipped ones.
 
     A file that is not valid labels JSON raises a one-line :class:`SteerError` naming it.
     """
+    labels = _read(Path(sae_folder) / LABELS_FILE)[0]
+    if is_shipped(sae_folder):
+        changed, removed = _read(labels_path(sae_folder))
+        labels = {fid: lab for fid, lab in labels.items() if fid not in removed}
+        labels.update(changed)
+    return labels
+
+
+def save_labels(sae_folder: Path, labels: dict[int, Label]) -> Path:
+    """Write ``labels`` as the labels of the SAE in ``sae_folder`` (atomically); for a shipped
+    SAE only what differs from the shipped labels, in the user's data folder."""
     path = labels_path(sae_folder)
+    data: dict = {"format": FORMAT, "sae": Path(sae_folder).resolve().name}
+    if is_shipped(sae_folder):
+        shipped = _read(Path(sae_folder) / LABELS_FILE)[0]
+        data["removed"] = sorted(fid for fid in shipped if fid not in labels)
+        labels = {fid: lab for fid, lab in labels.items() if shipped.get(fid) != lab}
+    data["features"] = {
+        str(fid): {"name": lab.name, "description": lab.description, "source": lab.source}
+        for fid, lab in sorted(labels.items())
+    }
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    return path
+
+
+def _read(path: Path) -> tuple[dict[int, Label], set[int]]:
+    """``(labels, removed ids)`` of one labels file; nothing when there is no file."""
     if not path.is_file():
-        return {}
+        return {}, set()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -54,41 +107,35 @@ def load_labels(sae_folder: Path) -> dict[int, Label]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise SteerError(f"corrupt labels file: expected format {FORMAT!r}", where=str(path))
     features = data.get("features")
+    removed = data.get("removed", [])
     if not isinstance(features, dict):
         raise SteerError("corrupt labels file: 'features' must be an object", where=str(path))
-    labels: dict[int, Label] = {}
-    for key, entry in features.items():
-        try:
-            fid = int(key)
-        except ValueError:
-            raise SteerError(
-                f"corrupt labels file: feature key {key!r} is not an integer", where=str(path)
-            ) from None
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise SteerError(
-                f"corrupt labels file: feature {key} needs a string 'name'", where=str(path)
-            )
-        labels[fid] = Label(
-            name=entry["name"],
-            description=str(entry.get("description", "")),
-            source=str(entry.get("source", "manual")),
+    if not isinstance(removed, list) or not all(isinstance(r, int) for r in removed):
+        raise SteerError("corrupt labels file: 'removed' must be a list of ids", where=str(path))
+    return {
+        _feature_id(key, path): _label(key, entry, path) for key, entry in features.items()
+    }, set(removed)
+
+
+def _feature_id(key: str, path: Path) -> int:
+    try:
+        return int(key)
+    except ValueError:
+        raise SteerError(
+            f"corrupt labels file: feature key {key!r} is not an integer", where=str(path)
+        ) from None
+
+
+def _label(key: str, entry: object, path: Path) -> Label:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise SteerError(
+            f"corrupt labels file: feature {key} needs a string 'name'", where=str(path)
         )
-    return labels
-
-
-def save_labels(sae_folder: Path, labels: dict[int, Label]) -> Path:
-    """Write ``labels`` as the labels file of the SAE in ``sae_folder`` (atomically)."""
-    path = labels_path(sae_folder)
-    data = {
-        "format": FORMAT,
-        "sae": Path(sae_folder).resolve().name,
-        "features": {
-            str(fid): {"name": lab.name, "description": lab.description, "source": lab.source}
-            for fid, lab in sorted(labels.items())
-        },
-    }
-    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    return path
+    return Label(
+        name=entry["name"],
+        description=str(entry.get("description", "")),
+        source=str(entry.get("source", "manual")),
+    )
 
 
 def find_label(labels: dict[int, Label], name: str) -> int | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from steer.sae.base import SAE, SAEConfig
+from steer.sae.base import SAE
+from steer.sae.config import SAEConfig, check_topk
 
 
 class TopKSAE(SAE):
@@ -23,10 +24,7 @@ class TopKSAE(SAE):
     def check_config(cls, cfg: SAEConfig) -> None:
         """Also require ``1 <= k <= d_sae``."""
         super().check_config(cfg)
-        if cfg.k is None:
-            raise ValueError("architecture 'topk' needs `k` (how many features stay on)")
-        if isinstance(cfg.k, bool) or not isinstance(cfg.k, int) or not 1 <= cfg.k <= cfg.d_sae:
-            raise ValueError(f"k must be an integer from 1 to d_sae={cfg.d_sae}, got {cfg.k!r}")
+        check_topk(cfg)
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         """Keep the k largest of ``pre`` (ReLU'd), zero the rest."""

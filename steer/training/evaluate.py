@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from steer.corpus.windows import pack_windows
 from steer.errors import SteerError
@@ -52,8 +53,10 @@ def evaluate_sae(
     full forward passes, so they run on an evenly spread subset of ``ce_tokens`` tokens.
     """
     windows = pack_windows(model.tokenizer, list(texts), ctx_len)
+    if len(windows) == 0:  # shorter than one window: measured, padded with never-read separators
+        windows = pack_windows(model.tokenizer, list(texts), ctx_len, pad_tail=True)
     if len(windows) == 0:
-        raise SteerError(f"evaluation text has fewer than {ctx_len} tokens")
+        raise SteerError("the evaluation text is empty")
     n = min(len(windows), max(1, max_tokens // ctx_len))
     windows = windows[torch.linspace(0, len(windows) - 1, n).round().long()].long()
     ce_every = max(1, round(n / max(1, ce_tokens // ctx_len))) if ce_tokens else 0
@@ -65,8 +68,6 @@ def evaluate_sae(
     acc = dict.fromkeys(keys, 0.0)
     sum_x = torch.zeros(model.d_model, dtype=torch.float64)
     n_tok = n_ce = 0
-
-    from tqdm.auto import tqdm
 
     bar = tqdm(total=len(windows), desc="eval", unit="win", disable=not progress)
     for b0 in range(0, len(windows), batch_windows):
@@ -113,6 +114,10 @@ def evaluate_sae(
     return _summary(acc, sum_x, n_tok, n_ce, fired, stats, outlier_factor, model.d_model)
 
 
+# Evaluation tokens per feature below which the dead fraction comes with a warning.
+DEAD_TOKENS_PER_FEATURE = 10
+
+
 def _summary(acc, sum_x, n_tok, n_ce, fired, stats, factor, d_model) -> dict[str, Any]:
     if n_tok == 0:
         raise SteerError("no evaluation tokens left after dropping special tokens and outliers")
@@ -125,6 +130,14 @@ def _summary(acc, sum_x, n_tok, n_ce, fired, stats, factor, d_model) -> dict[str
         "l0": acc["l0"] / n_tok,
         "dead_fraction": float((~fired).float().mean()),
     }
+    # A feature is "dead" here when it never fired on these tokens: with few tokens per
+    # feature, rare features look dead too. Say so rather than report it as a property.
+    if n_tok < DEAD_TOKENS_PER_FEATURE * len(fired):
+        out["warnings"] = [
+            f"dead_fraction is from {n_tok} tokens for {len(fired)} features: features that fire "
+            f"less often than once in {n_tok} tokens count as dead (use at least "
+            f"{DEAD_TOKENS_PER_FEATURE * len(fired)} tokens for a dead fraction to trust)"
+        ]
     if n_ce:
         ce = {k: acc[f"ce_{k}"] / n_ce for k in ("clean", "sae", "zero")}
         gap = ce["zero"] - ce["clean"]

@@ -110,6 +110,7 @@ class TrainingRun:
     def __init__(self, cfg: TrainConfig, *, model: Any = None, progress: bool = True):
         from steer.model import load_model
 
+        check_output(Path(cfg.out))  # before minutes of work, not after
         self.cfg = cfg
         self.progress = progress
         self.model = model if model is not None else load_model(cfg.model, device="cpu")
@@ -285,6 +286,19 @@ class TrainingRun:
 _SHOWN = {"loss": 4, "l0": 1, "ev": 3, "dead": 3}  # progress-bar metrics and their decimals
 
 
+def check_output(out: Path) -> None:
+    """Refuse, before minutes of work, an ``out`` that saving would refuse after them
+    (:func:`steer.sae.save_sae`): a file, or a non-empty folder that holds no SAE."""
+    if out.exists() and not out.is_dir():
+        raise SteerError("is a file, where the SAE folder would go", where=str(out))
+    if out.is_dir() and any(out.iterdir()) and not (out / "cfg.json").is_file():
+        raise SteerError(
+            "is a folder that holds no SAE (no cfg.json); choose another --out: steer replaces "
+            "an SAE's files, never a folder of other things",
+            where=str(out),
+        )
+
+
 def train_sae(
     config: TrainConfig,
     *,
@@ -298,7 +312,8 @@ def train_sae(
 
     ``model`` is a loaded :class:`steer.model.LoadedModel` (default: load ``config.model``).
     ``callback(step, metrics)`` runs after every step. With ``resume`` a run continues from its
-    last checkpoint (same settings required) and gives the weights of an unbroken run.
+    last checkpoint (same settings required) and gives the weights of an unbroken run. An
+    existing ``out`` folder that holds something other than an SAE is refused at once.
     """
     run = TrainingRun(config, model=model, progress=progress)
     if resume:

@@ -4,6 +4,7 @@ for SmolLM2): what they print, and one line with exit code 2 for bad input."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from support.cli_helpers import assert_one_line_error, call
@@ -53,6 +54,10 @@ def test_show_renders_contexts_in_the_terminal(indexed, capsys):
     focus = record.contexts[0]
     assert focus.tokens[focus.focus].strip() in out
     assert f"{record.contexts[0].act:.2f}" in out
+    # A few quantile samples per band, the strongest sample first.
+    assert "quantile samples (24 random firing tokens, 2 per band)" in out
+    assert "75-100%" in out and "0-25%" in out
+    assert f"{record.samples[0].act:.2f}" in out
 
 
 @pytest.mark.parametrize(
@@ -144,12 +149,23 @@ def test_search_lists_features_with_labels_and_density(indexed, capsys, use_tiny
     assert all(len(t["features"]) <= 3 for t in result["tokens"])
     overall = result["overall"]
     assert 0 < len(overall) <= 5
-    assert [h["act"] for h in overall] == sorted((h["act"] for h in overall), reverse=True)
+    # Rare features first: activation x log10(1 / density).
+    scores = [h["act"] * math.log10(1 / max(h["density"], 1e-6)) for h in overall]
+    assert scores == sorted(scores, reverse=True)
     with FeatureIndex.open(folder) as index:
         for hit in overall:
             assert hit["density"] == pytest.approx(index.feature(hit["feature"]).density)
+    argv = ["features", "search", str(folder), text, "--json", "--top", "5"]
+    code, out, _ = call([*argv, "--rank", "activation"], capsys)
+    by_act = json.loads(out)["overall"]
+    assert [h["act"] for h in by_act] == sorted((h["act"] for h in by_act), reverse=True)
     per_token_best = max(f["act"] for t in result["tokens"] for f in t["features"])
-    assert overall[0]["act"] == pytest.approx(per_token_best)
+    assert by_act[0]["act"] == pytest.approx(per_token_best)
+    cap = sorted(h["density"] for h in by_act)[len(by_act) // 2]
+    code, out, _ = call([*argv, "--max-density", str(cap)], capsys)
+    kept = json.loads(out)
+    assert kept["overall"] and all(h["density"] <= cap for h in kept["overall"])
+    assert all(f["density"] <= cap for t in kept["tokens"] for f in t["features"])
     labelled = [h for h in overall if h["feature"] == alive]
     assert all(h["label"] == "strongest" for h in labelled)
 
@@ -174,6 +190,30 @@ def test_dashboard_command(indexed, tmp_path, capsys):
     assert len(pages) == 5
     assert f"{alive}.html" in pages and "0.html" in pages  # labelled ones come first
     assert "wrote 5 feature pages" in out
+    page = (out_dir / "features" / f"{alive}.html").read_text(encoding="utf-8")
+    assert 'id="nearest-table"' in page  # the SAE's decoder was read
+    # Writing it again replaces the previous dashboard.
+    code, out, _ = call(
+        ["features", "dashboard", str(folder), "--out", str(out_dir), "--features", "2"], capsys
+    )
+    assert code == 0 and len(list((out_dir / "features").iterdir())) == 2
+
+
+def test_dashboard_refuses_a_folder_of_other_files(indexed, tmp_path, capsys):
+    folder, _ = indexed
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    planted = {mine / "thesis.tex": "mine", mine / "sub" / "data.csv": "1,2"}
+    for path, text in planted.items():
+        path.write_text(text)
+    argv = ["features", "dashboard", str(folder), "--out", str(mine), "--features", "2"]
+    code, _, err = call(argv, capsys)
+    assert_one_line_error(code, err, str(mine), "not a steer dashboard", "--force")
+    assert all(path.read_text() == text for path, text in planted.items())
+    assert sorted(p.name for p in mine.rglob("*")) == ["data.csv", "sub", "thesis.tex"]
+    code, out, _ = call([*argv, "--force"], capsys)
+    assert code == 0 and "wrote 2 feature pages" in out
+    assert not (mine / "thesis.tex").exists()
 
 
 def test_a_partial_index_is_refused_by_default_and_shown_with_db(tmp_path, tiny_model, capsys):

@@ -97,3 +97,32 @@ def test_train_with_a_layer_out_of_range(tiny_everywhere, plain_text, tmp_path, 
 def test_eval_of_a_missing_sae(tmp_path, plain_text, capsys):
     code, _, err = call(["sae", "eval", str(tmp_path / "nope"), "--data", str(plain_text)], capsys)
     assert_one_line_error(code, err, "nope")
+
+
+def test_train_never_replaces_a_folder_it_did_not_write(
+    tiny_everywhere, plain_text, tmp_path, capsys
+):
+    out = tmp_path / "my-results"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["train", "--data", str(plain_text), "--out", str(out), "--layer", "2", "--d-sae", "64"]
+    args += [
+        "--k",
+        "4",
+        "--collect-tokens",
+        "4096",
+        "--train-tokens",
+        "8192",
+        "--batch-size",
+        "256",
+    ]
+    code, _, err = call(args, capsys)
+    assert_one_line_error(code, err, str(out), "holds no SAE")
+    assert (out / "notes.txt").read_text() == "mine"
+    sae = tmp_path / "sae"
+    code, _, err = call([*args[:3], "--out", str(sae), *args[5:]], capsys)
+    assert code == 0, err
+    (sae / "notes.txt").write_text("beside my SAE")
+    code, _, err = call([*args[:3], "--out", str(sae), *args[5:], "--seed", "1"], capsys)
+    assert code == 0, err  # an SAE is replaced; the other files beside it are kept
+    assert (sae / "notes.txt").read_text() == "beside my SAE" and load_sae(sae).cfg.d_sae == 64

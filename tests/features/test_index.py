@@ -1,5 +1,6 @@
-"""``steer features index``: the statistics and top contexts match a brute-force pass, a
-killed build resumes to the same result, and bad input is one line with exit code 2."""
+"""``steer features index``: the statistics, top contexts and quantile samples match a
+brute-force pass, a killed build resumes to the same result, an index from before the samples
+still opens, and bad input is one line with exit code 2."""
 
 from __future__ import annotations
 
@@ -16,8 +17,15 @@ from steer.errors import SteerError
 from steer.features.encode import BatchEncoder
 from steer.features.index import HIST_EDGES, build_index
 from steer.features.logits import output_logits, token_strings
+from steer.features.running import sample_keys
 from steer.features.store import FeatureIndex
 from steer.sae import save_sae
+
+ALL_ROWS = (
+    "SELECT * FROM features ORDER BY id",
+    "SELECT * FROM contexts ORDER BY 1, 2",
+    "SELECT * FROM samples ORDER BY 1, 2",
+)
 
 
 def _table(path, sql):
@@ -90,6 +98,65 @@ def test_histogram_bins_are_the_recorded_log_edges(tmp_path, tiny_model):
         assert index.feature(f).hist == expected.tolist()
 
 
+def _encoded(tiny_model, sae, data):
+    windows = build_windows(tiny_model.tokenizer, [str(data)], ctx_len=32).long()
+    encoder = BatchEncoder(tiny_model, sae)
+    acts = torch.cat([encoder(windows[i : i + 3])[0] for i in range(0, len(windows), 3)])
+    return windows, acts
+
+
+def test_quantile_samples_are_the_smallest_keys_of_all_firing_tokens(tmp_path, tiny_model):
+    folder, sae, data, result = build_small_index(
+        tmp_path, tiny_model, context_tokens=10, samples=5
+    )
+    assert result.meta["quantile_samples"] == 5
+    windows, acts = _encoded(tiny_model, sae, data)
+    vocab = token_strings(tiny_model.tokenizer, len(tiny_model.tokenizer))
+    with FeatureIndex.open(folder) as index:
+        assert index.has_samples
+        many = 0
+        for f in range(D_SAE):
+            win, pos = (acts[:, :, f] > 0).nonzero(as_tuple=True)
+            keys = sample_keys(win * 32 + pos, torch.full_like(win, f))
+            chosen = keys.argsort()[:5]
+            want = sorted(
+                (round(float(acts[w, p, f]), 3), vocab[int(windows[w, p])])
+                for w, p in zip(win[chosen], pos[chosen], strict=True)
+            )
+            samples = index.feature(f).samples
+            assert [s.act for s in samples] == sorted((s.act for s in samples), reverse=True)
+            got = sorted((s.act, s.tokens[s.focus]) for s in samples)
+            assert [t for _, t in got] == [t for _, t in want]
+            assert [a for a, _ in got] == pytest.approx([a for a, _ in want], abs=1e-3)
+            for s in samples:
+                assert s.acts[s.focus] == pytest.approx(s.act, abs=0.01)
+                assert len(s.tokens) == len(s.acts) == 10
+            many += len(win) > 5
+        assert many > D_SAE // 4  # most features had more firing tokens than slots: sampled
+
+
+def test_samples_spread_over_the_activations_not_only_the_top(tmp_path, tiny_model):
+    folder, *_ = build_small_index(tmp_path, tiny_model, samples=12)
+    with FeatureIndex.open(folder) as index:
+        f = max(range(D_SAE), key=lambda i: index.feature(i).n_fired)
+        record = index.feature(f)
+    top = record.contexts[0].act
+    assert len(record.samples) == 12
+    assert min(s.act for s in record.samples) < 0.5 * top  # moderate activations are there
+
+
+def test_an_index_without_the_samples_table_still_opens(tmp_path, tiny_model):
+    folder, *_ = build_small_index(tmp_path, tiny_model)
+    con = sqlite3.connect(folder / "features.sqlite")
+    with con:
+        con.execute("DROP TABLE samples")
+    con.close()
+    with FeatureIndex.open(folder) as index:
+        assert not index.has_samples
+        record = index.feature(1)
+        assert record.samples is None and record.contexts is not None
+
+
 def test_a_killed_build_resumes_to_the_same_index(tmp_path, tiny_model):
     fresh_dir = tmp_path / "fresh"
     fresh_dir.mkdir()
@@ -109,8 +176,9 @@ def test_a_killed_build_resumes_to_the_same_index(tmp_path, tiny_model):
     *_, resumed = build_small_index(part_dir, tiny_model)
     assert resumed.status == "resumed"
     assert not partial.path.exists()
-    for sql in ("SELECT * FROM features ORDER BY id", "SELECT * FROM contexts ORDER BY 1, 2"):
+    for sql in ALL_ROWS:
         assert _table(resumed.path, sql) == _table(fresh.path, sql)
+    assert _table(resumed.path, ALL_ROWS[-1])  # the samples were compared, not two empty tables
     tables = {name for (name,) in _table(resumed.path, "SELECT name FROM sqlite_master")}
     assert "resume" not in tables
 
@@ -304,7 +372,7 @@ def test_an_old_pickled_resume_state_is_never_loaded(tmp_path, tiny_model):
     *_, rebuilt = build_small_index(part_dir, tiny_model)
     assert not marker.exists()
     assert rebuilt.status == "built"  # started over, not resumed from the unread state
-    for sql in ("SELECT * FROM features ORDER BY id", "SELECT * FROM contexts ORDER BY 1, 2"):
+    for sql in ALL_ROWS:
         assert _table(rebuilt.path, sql) == _table(fresh.path, sql)
     torch.load(io.BytesIO(buf.getvalue()), weights_only=False)  # the control: a real attack
     assert marker.is_dir()

@@ -1,10 +1,12 @@
 """The HTML report of a monitored run (steer.monitoring.report), from hand-built results: no
 model. The page is parsed back with html.parser to check escaping, shading, threshold outlines,
-action badges and tag balance; the browser test at the end checks the group selector in a real
-headless Chromium (skipped where Debian's chromium and chromedriver are missing)."""
+action badges, tag balance, features named by label and linked to their dashboard pages; the
+browser tests at the end check the group selector and the links in a real headless Chromium
+(skipped where Debian's chromium and chromedriver are missing)."""
 
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 
@@ -12,7 +14,9 @@ import pytest
 from support.browser_log import severe
 
 from steer.errors import SteerError
-from steer.monitoring.report import report_html, write_report
+from steer.html import DASHBOARD_FORMAT, DASHBOARD_MARKER, FeatureLinks
+from steer.monitoring.report import dashboard_links, report_html, write_report
+from steer.sae.labels import Label, save_labels
 from steer.steering.recipe import parse_recipe
 from steer.steering.results import PromptResult, RunResults
 
@@ -281,6 +285,94 @@ def test_write_report_into_a_missing_folder_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "nope").exists()
 
 
+# --------------------------------------------------------------------------- labels and links
+
+LABELS = {"s": {3: Label("harm <x>", "fires on harm"), 8: Label("pii")}}
+
+
+def test_features_are_named_by_label_falling_back_to_the_id():
+    page = report_html(make_results(), make_recipe(), labels=LABELS)
+    cells = re.findall(r'<td class="features">(.*?)</td>', page)
+    assert cells == [
+        '<span title="feature 3: fires on harm">harm &lt;x&gt; (3)</span>',
+        '7, <span title="feature 8">pii (8)</span>',
+    ]
+    assert "(feature 8: pii)" in page  # the token tooltip names the label too
+    assert "harm: 2.00 (feature 3: harm &lt;x&gt;)" in page
+    assert "(feature 7)" in page  # no label: the id
+    actions = re.findall(r"<li>.*?</li>", page)
+    assert "feature <span" in actions[0] and "pii (8)" in actions[0]
+
+
+def test_features_link_to_their_dashboard_pages():
+    links = {"s": FeatureLinks("../dash/features/", frozenset({3, 7}))}
+    page = report_html(make_results(), make_recipe(), labels=LABELS, links=links)
+    cells = re.findall(r'<td class="features">(.*?)</td>', page)
+    assert cells[0] == (
+        '<a class="feature" href="../dash/features/3.html" title="feature 3: fires on harm">'
+        "harm &lt;x&gt; (3)</a>"
+    )
+    # 7 has a page, 8 has none (a dashboard written with --features N): no broken link.
+    assert cells[1] == (
+        '<a class="feature" href="../dash/features/7.html">7</a>, '
+        '<span title="feature 8">pii (8)</span>'
+    )
+    parse(page)  # still balanced
+
+
+def _dashboard(folder, pages, sha=None):
+    folder.mkdir(parents=True)
+    marker = {"format": DASHBOARD_FORMAT, "sae": "s", "sae_sha256": sha, "pages": pages}
+    (folder / DASHBOARD_MARKER).write_text(json.dumps({**marker, "files": []}))
+
+
+def test_write_report_reads_labels_and_links_relative_to_the_report(tmp_path):
+    sae = tmp_path / "sae"
+    sae.mkdir()
+    save_labels(sae, {3: Label("harm")})
+    recipe = make_recipe().model_copy(
+        update={"saes": [make_recipe().saes[0].model_copy(update={"path": str(sae)})]}
+    )
+    _dashboard(tmp_path / "pub" / "dash", [3, 7, 8])
+    (tmp_path / "runs").mkdir()
+    report = tmp_path / "runs" / "report.html"
+    links = dashboard_links(recipe, [str(tmp_path / "pub" / "dash")], report.parent)
+    page = write_report(make_results(), recipe, report, links=links).read_text()
+    assert '<a class="feature" href="../pub/dash/features/3.html"' in page
+    assert ">harm (3)</a>" in page
+    assert (report.parent / "../pub/dash/features").resolve() == tmp_path / "pub/dash/features"
+    links = dashboard_links(recipe, ["s=https://x.org/dash/"], report.parent)
+    assert links["s"].href(12345) == "https://x.org/dash/features/12345.html"
+
+
+def test_a_bad_dashboard_location_is_one_line(tmp_path):
+    recipe = make_recipe()
+    for values, fragment in (
+        ([str(tmp_path)], "not a steer feature dashboard"),
+        ([str(tmp_path / "missing")], "not a steer feature dashboard"),
+        (["s="], "no folder or URL given"),
+        (["https://a", "https://b"], "SAE s is given two dashboards"),
+    ):
+        with pytest.raises(SteerError, match=fragment) as info:
+            dashboard_links(recipe, values, tmp_path)
+        assert "\n" not in str(info.value)
+
+
+def test_a_dashboard_of_other_weights_is_refused(tmp_path):
+    from support.sae_factory import make_sae
+
+    from steer.sae import save_sae
+
+    sae = tmp_path / "sae"
+    save_sae(make_sae("topk", d_in=8, d_sae=16, k=2, layer=1), sae)
+    recipe = make_recipe().model_copy(
+        update={"saes": [make_recipe().saes[0].model_copy(update={"path": str(sae)})]}
+    )
+    _dashboard(tmp_path / "dash", [1], sha="0" * 64)
+    with pytest.raises(SteerError, match="dashboard of other SAE weights"):
+        dashboard_links(recipe, [str(tmp_path / "dash")], tmp_path)
+
+
 # --------------------------------------------------------------------------- in a browser
 
 
@@ -309,3 +401,73 @@ def test_report_in_browser_switches_the_shading_group(browser, tmp_path):
     Select(browser.find_element(By.ID, "group")).select_by_index(0)
     assert shown_over() == ["g1"]
     assert severe(browser) == []
+
+
+def test_report_in_browser_links_features_to_the_dashboard(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    links = {"s": FeatureLinks("dash/features/", frozenset({3}))}
+    page = tmp_path / "dash" / "features" / "3.html"
+    page.parent.mkdir(parents=True)
+    page.write_text("<!DOCTYPE html><title>feature 3</title><link rel='icon' href='data:,'>")
+    out = tmp_path / "report.html"
+    out.write_text(report_html(make_results(), make_recipe(), labels=LABELS, links=links))
+    browser.get(out.as_uri())
+    assert severe(browser) == []
+    link = browser.find_element(By.CSS_SELECTOR, "td.features a.feature")
+    assert link.is_displayed() and link.text == "harm <x> (3)"
+    link.click()
+    assert browser.title == "feature 3"
+    assert severe(browser) == []
+
+
+# --------------------------------------------------------------------------- `steer run`
+
+
+def test_run_report_links_to_a_dashboard_and_bad_ones_fail_before_loading(
+    tmp_path, tiny_model, capsys, monkeypatch
+):
+    import yaml
+    from support.cli_helpers import assert_one_line_error, call
+    from support.handmade import orthonormal_sae
+
+    import steer.model
+    from steer.sae import save_sae
+
+    sae = tmp_path / "sae"
+    save_sae(orthonormal_sae(d_in=tiny_model.d_model, d_sae=8, layer=1), sae)
+    save_labels(sae, {2: Label("two")})
+    recipe = tmp_path / "recipe.yaml"
+    monitor = {"sae": "s", "name": "g", "features": [2, 5], "threshold": 0.0}
+    data = {
+        "model": "tiny",
+        "saes": [{"id": "s", "path": str(sae)}],
+        "prompts": ["The cat sat on the mat"],
+        "generation": {"max_new_tokens": 3},
+        "monitors": [monitor],
+    }
+    recipe.write_text(yaml.safe_dump(data))
+    _dashboard(tmp_path / "dash", [2])
+    report = tmp_path / "out" / "report.html"
+    report.parent.mkdir()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded, but the input was bad")
+
+    monkeypatch.setattr(steer.model, "load_model", refuse)
+    base = ["run", str(recipe), "--no-baseline", "--json"]
+    for extra, fragment in (
+        (["--dashboard", str(tmp_path / "dash")], "--dashboard needs --report"),
+        (["--report", str(report), "--dashboard", str(sae)], "not a steer feature dashboard"),
+    ):
+        code, _, err = call([*base, *extra], capsys)
+        assert_one_line_error(code, err, fragment)
+
+    monkeypatch.setattr(steer.model, "load_model", lambda *a, **k: tiny_model)
+    argv = [*base, "--report", str(report), "--dashboard", str(tmp_path / "dash")]
+    code, _, err = call(argv, capsys)
+    assert code == 0, err
+    cell = re.search(r'<td class="features">(.*?)</td>', report.read_text()).group(1)
+    assert (
+        cell == '<a class="feature" href="../dash/features/2.html" title="feature 2">two (2)</a>, 5'
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from steer.plugins.hookspecs import hookimpl
 from steer.plugins.manager import get_plugin_manager
 from steer.plugins.registry import registry
 from steer.steering.interventions import INTERVENTIONS, InterventionType
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_builtins_come_through_the_entry_point_group(pm):
@@ -119,19 +122,23 @@ def test_a_misspelled_hook_is_refused():
         _check_plugin(pm, plugin)
 
 
-def test_duplicate_intervention_names_are_refused_naming_both_plugins():
+def test_a_duplicate_name_is_reported_and_the_first_plugin_kept():
     pm = get_plugin_manager()
 
     class Copycat:
         @hookimpl
         def steer_register_interventions(self, register):
             register(InterventionType("clamp", lambda a, v: a))
+            register(InterventionType("mine", lambda a, v: a))
 
     pm.register(Copycat(), name="copycat")
-    with pytest.raises(
-        SteerError, match="'clamp' is registered twice: by plugin 'clamp' and by 'copycat'"
-    ):
-        registry(pm, INTERVENTIONS)
+    found = registry(pm, INTERVENTIONS)
+    assert found["clamp"].plugin == "clamp" and found["mine"].plugin == "copycat"
+    (failure,) = pm.failures
+    assert failure.name == "copycat"
+    assert "'clamp' is registered twice: by plugin 'clamp' and by 'copycat'" in failure.error
+    with pytest.raises(SteerError, match="failed to load: copycat"):
+        found.get("nope", where="interventions[0].plugin")
 
 
 def test_register_checks_what_it_is_given():
@@ -143,8 +150,27 @@ def test_register_checks_what_it_is_given():
             register(lambda acts, value: acts)
 
     pm.register(Wrong(), name="wrong")
-    with pytest.raises(SteerError, match="plugin 'wrong' registered a bad intervention"):
-        registry(pm, INTERVENTIONS)
+    assert len(registry(pm, INTERVENTIONS)) == 0  # refused, and nothing else broke
+    assert "plugin 'wrong' registered a bad intervention" in pm.failures[0].error
+
+
+def test_a_conflicting_plugin_never_breaks_the_cli(tmp_path, monkeypatch, capsys):
+    from support.cli_helpers import call
+    from support.plugin_project import install_plugin
+
+    install_plugin(
+        tmp_path,
+        monkeypatch,
+        "clampclash",
+        "from steer import InterventionType, hookimpl\n\n"
+        "@hookimpl\ndef steer_register_interventions(register):\n"
+        "    register(InterventionType('clamp', lambda a, v: a))\n",
+    )
+    code, out, err = call(["plugins"], capsys)
+    assert code == 0 and "clamp" in out
+    assert "clampclash" in err and "registered twice" in err
+    code, out, _ = call(["check", str(REPO / "recipes" / "demo.yaml")], capsys)
+    assert code == 0 and out.startswith("ok:")
 
 
 def test_importing_steer_has_no_side_effects():

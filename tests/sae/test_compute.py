@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from steer.sae import SAEConfig
-from steer.sae.base import layer_of_hook
+from steer.sae.config import layer_of_hook
 from steer.sae.topk import TopKSAE
 
 ARCHS = ["standard", "topk", "jumprelu"]

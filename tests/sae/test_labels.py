@@ -177,3 +177,28 @@ def test_shipped_sae_has_30_described_manual_labels():
     assert all(lab.description.strip() for lab in manual.values())
     names = [lab.name.casefold() for lab in labels.values()]
     assert len(names) == len(set(names))
+
+
+def test_labels_of_a_shipped_sae_go_to_the_user_data_folder(user_data, capsys):
+    from support.cli_helpers import call
+
+    from steer.sae.labels import labels_path, load_labels
+    from steer.sae.sources import builtin_saes
+
+    name, folder = next(iter(builtin_saes().items()))
+    shipped_file = folder / "labels.json"
+    before = shipped_file.read_bytes()
+    shipped = load_labels(folder)
+    first, label = next(iter(sorted(shipped.items())))
+    free = next(i for i in range(10_000) if i not in shipped)
+    code, _, err = call(["features", "label", name, str(free), "my-own-feature"], capsys)
+    assert code == 0, err
+    code, _, err = call(["features", "label", name, str(first), "--remove"], capsys)
+    assert code == 0, err
+    assert shipped_file.read_bytes() == before  # the installed package is never written
+    overlay = labels_path(folder)
+    assert overlay.is_relative_to(user_data) and overlay.is_file()
+    now = load_labels(folder)
+    assert now[free].name == "my-own-feature" and first not in now
+    assert len(now) == len(shipped)  # one added, one removed, the rest as shipped
+    assert label.name not in {lab.name for lab in now.values()}

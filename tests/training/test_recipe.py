@@ -89,7 +89,7 @@ def test_shipped_recipe_gives_the_config_of_the_training_experiment(tmp_path, mo
         [
             *("--d-sae", "8192", "--k", "64", "--train-tokens", "4405248"),
             *("--collect-tokens", "819200", "--batch-size", "2048", "--lr", "2e-3"),
-            *("--storage-dtype", "float16"),
+            *("--storage-dtype", "float16", "--out", "/tmp/steer-first-sae/sae"),
         ]
     )
     from_bench = bench.build_config(args, corpus=corpus)
@@ -97,14 +97,18 @@ def test_shipped_recipe_gives_the_config_of_the_training_experiment(tmp_path, mo
         if name != "metadata":  # says which of the two trained it
             assert getattr(from_recipe, name) == getattr(from_bench, name), name
     assert (from_recipe.d_sae, from_recipe.k, from_recipe.total_steps) == (8192, 64, 2151)
-    assert from_recipe.out == str(ROOT / "steer/data/saes/smollm2-135m-res12-topk")
+    # The recipe writes beside its cache, never over the SAE shipped in the package.
+    assert from_recipe.out == "/tmp/steer-first-sae/sae"
 
 
-def test_shipped_recipe_finds_the_corpus_beside_the_repository(monkeypatch):
+def test_shipped_recipe_reads_the_shipped_sample_without_the_corpus(monkeypatch):
+    # A clone has no ../shared/corpus: without $STEER_CORPUS the recipe reads the sample shipped
+    # in the package, in the corpus's layout, so every one of its files is there.
     monkeypatch.delenv("STEER_CORPUS", raising=False)
-    cfg = load_train_recipe(SHIPPED_RECIPE, check_files=False)
-    corpus = (ROOT.parent / "shared" / "corpus").resolve()
-    assert cfg.data[0].path == str(corpus / "wikipedia_wiki_demo.txt")
+    cfg = load_train_recipe(SHIPPED_RECIPE, check_files=True)
+    sample = ROOT / "steer" / "data" / "corpus" / "train-sample"
+    assert cfg.data[0].path == str(sample / "wikipedia_wiki_demo.txt")
+    assert all(entry.path.startswith(str(sample)) for entry in cfg.data)
     assert cfg.weights() == (0.25, 0.20, 0.10, 0.10, 0.10, 0.10, 0.15)
 
 

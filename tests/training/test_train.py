@@ -521,3 +521,23 @@ def test_a_full_disk_during_the_final_save_keeps_the_earlier_sae(
     assert len(calls) == fail_on
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert _hidden_leftovers(out.parent) == []
+
+
+def test_a_text_shorter_than_one_window_is_used_not_refused(model, tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("The cat sat on the mat.")
+    windows = build_windows(model.tokenizer, [short], ctx_len=64)
+    assert windows.shape == (1, 64)
+    real = model.tokenizer("The cat sat on the mat.", add_special_tokens=False)["input_ids"]
+    assert windows[0, : len(real)].tolist() == real
+    special = torch.tensor(special_token_ids(model.tokenizer))
+    assert torch.isin(windows[0, len(real) :], special).all()  # padding no SAE step reads
+
+
+def test_evaluation_on_few_tokens_warns_about_the_dead_fraction(model):
+    from support.handmade import orthonormal_sae
+
+    sae = orthonormal_sae(d_in=model.d_model, d_sae=model.d_model, layer=2)
+    m = evaluate_sae(model, sae, 2, ["The cat sat on the mat."], ctx_len=32, ce_tokens=0)
+    assert 0 < m["tokens"] < 32  # one padded window: the short text is measured
+    assert "dead_fraction is from" in m["warnings"][0]
