@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -29,6 +30,66 @@ def out_console() -> Console:
 def model_option(help: str = "Model the SAE belongs to.") -> str:
     """The ``--model`` option of the commands that read an SAE's model."""
     return typer.Option(DEFAULT_MODEL, "--model", help=help)
+
+
+def device_option() -> str | None:
+    """The ``--device`` option: checked as it is parsed, so a device this machine lacks
+    (``cuda`` without a GPU, ``cuda:3``, a typo) is one line before anything loads."""
+    return typer.Option(
+        None,
+        "--device",
+        help="torch device (cpu, cuda, cuda:N, mps); default: cuda if there is one.",
+        callback=_checked_device,
+    )
+
+
+def _checked_device(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from steer.model.load import check_device
+
+    try:
+        return check_device(value)
+    except SteerError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def texts_option(
+    flag: str, help: str, *, what: str = "file", folders: bool = False, required: bool = True
+) -> Any:
+    """A ``Path`` option (repeatable when the parameter is a list) naming texts to read: a
+    file, ``builtin:NAME`` for a text shipped with steer, or (``folders``) a folder of them.
+    Checked as it is parsed, so a missing, empty or unreadable file is one line naming the
+    option before any model loads; ``builtin:NAME`` arrives as the shipped file's path."""
+    names = [flag, *(["-i"] if flag == "--input" else [])]
+    return typer.Option(
+        ... if required else None,
+        *names,
+        help=f"{help} `builtin:NAME` reads a text shipped with steer.",
+        callback=lambda value: _checked_texts(value, what=what, folders=folders),
+    )
+
+
+def _checked_texts(value: Any, *, what: str, folders: bool) -> Any:
+    from steer.corpus.documents import source_files
+    from steer.corpus.shipped import resolve_text_path
+    from steer.io import check_text_file
+
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else [value]
+    try:
+        paths = [resolve_text_path(str(item)) for item in items]
+        for path in paths:
+            if not path.exists():
+                raise SteerError(f"{what} not found", where=str(path))
+            if path.is_dir() and not folders:
+                raise SteerError(f"is a folder, where a {what} is needed", where=str(path))
+        for path in source_files(paths):  # a folder: each text file in it
+            check_text_file(path, what=what)
+    except SteerError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return paths if isinstance(value, list) else paths[0]
 
 
 def debug_option() -> bool:

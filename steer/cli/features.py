@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from steer.cli.common import debug_option, err_console, model_option, out_console
+from steer.cli.common import debug_option, err_console, model_option, out_console, texts_option
 
 
 def register(app: typer.Typer) -> None:
@@ -40,19 +40,13 @@ DB_OPTION = typer.Option(None, "--db", help="Index file (default: features.sqlit
 MODEL_OPTION = model_option()
 
 
-def _check_data_files(data: list[Path]) -> None:
-    """Fail on missing or empty data files before the model load (seconds) is paid."""
-    from steer.corpus.documents import source_files
-    from steer.io import check_text_file
-
-    for path in source_files(data):
-        check_text_file(path, what="data file")
-
-
 def index(
     sae: str = SAE_ARG,
-    data: list[Path] = typer.Option(
-        ..., "--data", help="Text files or folders (txt, JSONL, JSON)."
+    data: list[Path] = texts_option(
+        "--data",
+        "Text files or folders (txt, JSONL, JSON); repeat for several.",
+        what="data file",
+        folders=True,
     ),
     max_tokens: int | None = typer.Option(
         None, "--max-tokens", min=128, help="Index this many tokens, shared evenly by the sources."
@@ -73,7 +67,6 @@ def index(
     from steer.sae.loading import load_sae_and_model, sae_folder
 
     sae_folder(sae)  # an unknown SAE fails before the data is read
-    _check_data_files(data)
     with err_console.status("loading the model and SAE"):
         folder, loaded, lm = load_sae_and_model(sae, model=model)
     result = build_index(

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from steer.cli.common import debug_option, err_console, model_option, out_console
+from steer.cli.common import debug_option, err_console, model_option, out_console, texts_option
 from steer.errors import SteerError
 
 SOURCES = ("manual", "contrast", "auto")
@@ -105,8 +105,8 @@ def _print_labels(folder: Path, labels, *, as_json: bool) -> None:
 
 def contrast(
     sae: str = typer.Argument(..., help="Builtin SAE name or SAE folder."),
-    pos: Path = typer.Option(..., "--pos", help="Positive texts: one per line, or JSONL text."),
-    neg: Path = typer.Option(..., "--neg", help="Negative texts: one per line, or JSONL text."),
+    pos: Path = texts_option("--pos", "Positive texts: one per line, or JSONL text."),
+    neg: Path = texts_option("--neg", "Negative texts: one per line, or JSONL text."),
     top: int = typer.Option(20, "--top", min=1, help="How many features to show."),
     max_texts: int | None = typer.Option(None, "--max-texts", min=1, help="Texts per set."),
     model: str = model_option(),
@@ -122,12 +122,9 @@ def contrast(
     """Rank features by how well they separate two sets of texts (AUROC, Cohen's d)."""
     from steer.corpus.texts import read_texts
     from steer.features import contrast as ct
-    from steer.io import check_text_file
     from steer.sae.labels import load_labels
     from steer.sae.loading import load_sae_and_model
 
-    for path in (pos, neg):  # an empty or missing file fails before the model loads
-        check_text_file(path)
     folder, loaded, lm = load_sae_and_model(sae, model=model)
     pos_texts = read_texts(pos, lm.tokenizer, max_texts=max_texts)
     neg_texts = read_texts(neg, lm.tokenizer, max_texts=max_texts)

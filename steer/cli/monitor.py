@@ -9,8 +9,14 @@ from pathlib import Path
 
 import typer
 
-from steer.cli.common import about, debug_option, err_console, out_console
-from steer.io import check_text_file
+from steer.cli.common import (
+    about,
+    debug_option,
+    device_option,
+    err_console,
+    out_console,
+    texts_option,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -24,15 +30,17 @@ def register(app: typer.Typer) -> None:
 
 def score(
     recipe_path: Path = typer.Argument(..., metavar="RECIPE", help="YAML recipe with monitors."),
-    input_path: Path = typer.Option(
-        ..., "--input", "-i", help="Texts: one per line (.txt), or JSONL/JSON with a text field."
+    input_path: Path = texts_option(
+        "--input",
+        "Texts: one per line (.txt), or JSONL/JSON with a text field.",
+        what="input file",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     out: Path | None = typer.Option(None, "--out", help="Also write one JSON line per text."),
     show: int = typer.Option(50, "--show", min=0, help="Table rows to print (highest first)."),
     ctx_len: int = typer.Option(128, "--ctx-len", min=2, help="Tokens read per text."),
     batch: int = typer.Option(8, "--batch", min=1, help="Texts per forward pass."),
-    device: str | None = typer.Option(None, help="torch device; default: cuda if there is one."),
+    device: str | None = device_option(),
     debug: bool = debug_option(),
 ) -> None:
     """Per text, each monitor group's max activation (over its features and the text's kept
@@ -48,8 +56,6 @@ def score(
     pm = get_plugin_manager()
     with about(recipe_path):
         groups = watched_groups(recipe, pm)
-    # Fail on a missing or empty input before the model load (seconds) is paid.
-    check_text_file(input_path, what="input file")
     with err_console.status("loading the model and SAEs"), about(recipe_path):
         saes = load_saes(recipe, pm=pm)
         lm = load_model(recipe.model, device=device)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import typer
 
-from steer.cli.common import debug_option, model_option
+from steer.cli.common import debug_option, model_option, texts_option
 from steer.errors import SteerError
-from steer.io import check_text_file
 
 
 def register(app: typer.Typer) -> None:
@@ -43,8 +42,8 @@ def _pooled(lm, layer: int, pos: Path, neg: Path, *, max_texts, ctx_len, batch, 
 
 
 def train(
-    pos: Path = typer.Option(..., "--pos", help="Positive texts: one per line, or JSONL text."),
-    neg: Path = typer.Option(..., "--neg", help="Negative texts: one per line, or JSONL text."),
+    pos: Path = texts_option("--pos", "Positive texts: one per line, or JSONL text."),
+    neg: Path = texts_option("--neg", "Negative texts: one per line, or JSONL text."),
     layer: int = typer.Option(12, "--layer", min=0, help="Residual stream after this block."),
     out: Path = typer.Option(..., "--out", help="Probe file (.safetensors or .json)."),
     pooling: str = typer.Option("mean", help="Pool positions per text: mean or max."),
@@ -68,8 +67,6 @@ def train(
         raise SteerError(f"--l2 must be a finite number (got {l2})")
     if out.suffix not in (".safetensors", ".json"):
         raise SteerError("--out must end in .safetensors or .json", where=str(out))
-    for path in (pos, neg):
-        check_text_file(path)
     lm = load_model(model)
     if layer >= lm.n_layers:
         raise SteerError(f"--layer {layer} is out of range (the model has {lm.n_layers})")
@@ -105,8 +102,8 @@ def train(
 
 def evaluate(
     probe_path: Path = typer.Argument(..., metavar="PROBE", help="Probe file from probe train."),
-    pos: Path = typer.Option(..., "--pos", help="Positive texts: one per line, or JSONL text."),
-    neg: Path = typer.Option(..., "--neg", help="Negative texts: one per line, or JSONL text."),
+    pos: Path = texts_option("--pos", "Positive texts: one per line, or JSONL text."),
+    neg: Path = texts_option("--neg", "Negative texts: one per line, or JSONL text."),
     layer: int | None = typer.Option(None, "--layer", help="Fail unless the probe reads it."),
     model: str | None = typer.Option(None, help=MODEL_HELP),
     max_texts: int | None = typer.Option(None, "--max-texts", min=1, help="Texts per set."),
@@ -128,8 +125,6 @@ def evaluate(
     model_name = model or probe.meta.get("model")
     if not isinstance(model_name, str):
         raise SteerError("probe file does not name its model (give --model)", where=where)
-    for path in (pos, neg):
-        check_text_file(path)
     lm = load_model(model_name)
     check_probe_fits(probe, d_model=int(lm.d_model), where=where)
     if p_layer >= lm.n_layers:

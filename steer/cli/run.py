@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from steer.cli.common import about, debug_option, err_console, out_console
+from steer.cli.common import about, debug_option, device_option, err_console, out_console
 from steer.errors import SteerError
 
 
@@ -27,7 +27,7 @@ def run(
         None, "--prompt", "-p", help="Run on this prompt instead of the recipe's (repeatable)."
     ),
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", "-n", min=1),
-    device: str | None = typer.Option(None, help="torch device; default: cuda if there is one."),
+    device: str | None = device_option(),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also run unsteered."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     events: Path | None = typer.Option(
@@ -96,16 +96,17 @@ def run(
 
 
 def _run_with_progress(steerer, *, baseline: bool, quiet: bool, log=None):
-    """Run with a progress bar and a live view of the monitors: event counts per group on the
-    bar, and a line as soon as a monitor acts (warn, stop, or a conditional intervention)."""
+    """Run with a progress bar per phase (baseline, steered: steps done, ETA) and a live view
+    of the monitors: event counts per group on the steered bar, and a line as soon as a monitor
+    acts (warn, stop, or a conditional intervention)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     recipe = steerer.recipe
+    per_batch = recipe.generation.max_new_tokens
     n_batches = -(-len(recipe.prompts) // recipe.generation.batch_size)
-    total = n_batches * (recipe.generation.max_new_tokens + 1)
     counts = dict.fromkeys(recipe.group_names(), 0)
     progress = Progress(
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description:>9}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} steps"),
         TimeRemainingColumn(),
@@ -124,17 +125,36 @@ def _run_with_progress(steerer, *, baseline: bool, quiet: bool, log=None):
         counts[event["group"]] += 1
         if event["first"] and event["action"] != "log":
             err_console.print(action_line(event), highlight=False)
-        progress.update(task, monitors=summary())
+        progress.update(steered, monitors=summary())
 
     # The live view shows `warn` actions itself; the library's logging warning would repeat it.
     logging.getLogger("steer.steering.live").setLevel(logging.ERROR)
     with progress:
-        task = progress.add_task("generating", total=total, monitors=summary())
+        base = None
+        if baseline:
+            base = progress.add_task("baseline", total=n_batches * per_batch, monitors="")
+        steered = progress.add_task("steered", total=n_batches * per_batch, monitors=summary())
         return steerer.run(
             baseline=baseline,
-            on_step=lambda _step: progress.advance(task),
+            on_baseline_step=BatchSteps(progress, base, per_batch) if base is not None else None,
+            on_step=BatchSteps(progress, steered, per_batch),
             on_event=on_event if recipe.monitors else None,
         )
+
+
+class BatchSteps:
+    """A phase's step callback: moves its progress task to ``batches done * per_batch + step``
+    (a batch whose prompts all end early skips the rest of its steps, so the ETA stays true)."""
+
+    def __init__(self, progress, task, per_batch: int):
+        self.progress, self.task, self.per_batch = progress, task, per_batch
+        self.batch = -1
+
+    def __call__(self, step: int) -> None:
+        if step == 0:
+            self.batch += 1
+        done = self.batch * self.per_batch + min(step + 1, self.per_batch)
+        self.progress.update(self.task, completed=done)
 
 
 def action_line(event: dict) -> Text:
@@ -152,7 +172,7 @@ def action_line(event: dict) -> Text:
 def _print_results(results, recipe) -> None:
     console = out_console()
     for i, r in enumerate(results.results):
-        table = Table(title=f"prompt {i}: {r.prompt}", show_lines=True, expand=True)
+        table = Table(title=f"prompt {i}: {shorten(r.prompt)}", show_lines=True, expand=True)
         if r.baseline is not None:
             table.add_column("baseline", ratio=1)
         table.add_column("steered", ratio=1)
@@ -168,6 +188,12 @@ def _print_results(results, recipe) -> None:
         f"({t.get('steered_tok_per_s', 0):.1f} tok/s)",
         style="dim",
     )
+
+
+def shorten(text: str, limit: int = 72) -> str:
+    """``text`` on one line, cut to ``limit`` characters (a table title, not the prompt)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _print_events(console: Console, events: list[dict], shown: int = 8) -> None:

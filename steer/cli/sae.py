@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from steer.cli.common import debug_option, err_console, model_option, out_console
+from steer.cli.common import debug_option, err_console, model_option, out_console, texts_option
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +38,9 @@ def sae_list(debug: bool = debug_option()) -> None:
 
 def sae_eval(
     sae: str = typer.Argument(..., help="Builtin SAE name or SAE folder."),
-    data: list[Path] = typer.Option(..., "--data", help="Text files (txt, JSONL, chat JSON)."),
+    data: list[Path] = texts_option(
+        "--data", "Text files (txt, JSONL, chat JSON); repeat for several.", what="data file"
+    ),
     model: str = model_option(),
     max_tokens: int = typer.Option(50_000, min=128, help="Tokens for reconstruction metrics."),
     ce_tokens: int = typer.Option(16_384, min=128, help="Tokens for the loss metrics."),

@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from steer.cli.common import about, debug_option
+from steer.cli.common import about, debug_option, texts_option
 from steer.errors import SteerError
 
 
@@ -30,8 +30,12 @@ def train(
     recipe: Path | None = typer.Argument(
         None, metavar="[RECIPE]", help="Training recipe (YAML); flags given override its keys."
     ),
-    data: list[Path] = typer.Option(
-        None, "--data", help="Text files or folders to train on (replaces the recipe's data)."
+    data: list[Path] = texts_option(
+        "--data",
+        "Text files or folders to train on (replaces the recipe's data); repeat for several.",
+        what="data file",
+        folders=True,
+        required=False,
     ),
     out: Path | None = typer.Option(None, "--out", help="Folder for the trained SAE (SAELens)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),

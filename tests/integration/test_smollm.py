@@ -49,9 +49,9 @@ def test_the_model_cache_reloads_identically(smollm):
     import torch
 
     from steer.model import bundled_gguf_path, cache_dir, load_model
-    from steer.model.load import _gguf_cache_key
+    from steer.model.gguf import gguf_cache_key
 
-    cached = cache_dir() / "models" / _gguf_cache_key(bundled_gguf_path())
+    cached = cache_dir() / "models" / gguf_cache_key(bundled_gguf_path())
     assert (cached / "model.safetensors").is_file()
     again = load_model(device="cpu")
     enc = smollm.tokenize(PROMPTS[:1], chat=True)
