@@ -167,6 +167,25 @@ def check_writable(target: str | os.PathLike, *, what: str = "file") -> None:
         )
 
 
+def check_writable_dir(target: str | os.PathLike, *, what: str = "output") -> None:
+    """Raise a one-line :class:`SteerError` now if the folder ``target`` could not be created
+    or written later: it is a file, or the nearest existing folder above it is a file or not
+    writable. (Missing folders in between are created later, as for ``mkdir -p``.)"""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise SteerError(f"is a file, where the {what} folder would go", where=str(target))
+    existing = target
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SteerError(f"cannot make the {what} folder: {existing} is a file", where=str(target))
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SteerError(
+            f"cannot write the {what} folder: no permission to write in {existing}",
+            where=str(target),
+        )
+
+
 def file_sha256(path: Path) -> str:
     """The hex sha256 of a file (recorded in SAE metadata so a run can be traced to its data)."""
     digest = hashlib.sha256()
@@ -212,8 +231,16 @@ def read_yaml(path: str | Path, *, what: str = "recipe") -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise SteerError(f"{what} file not found", where=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SteerError(f"cannot read the {what}: {exc}", where=str(path)) from None
+    except IsADirectoryError:
+        raise SteerError(f"is a folder, where a {what} file is needed", where=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise SteerError(
+            f"the {what} is not UTF-8 text (byte {exc.start}: a binary file?)", where=str(path)
+        ) from None
+    except OSError as exc:
+        raise SteerError(
+            f"cannot read the {what}: {exc.strerror or exc}", where=str(path)
+        ) from None
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
     except DuplicateKeyError as exc:

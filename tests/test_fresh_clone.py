@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 SAE = "smollm2-135m-res12-topk"
 # The shipped text the README's examples pass (steer/data/corpus/LICENSES.md).
 WIKI = "steer/data/corpus/wikitext2-excerpt.txt"
-HARMFUL = "steer/data/corpus/requests-harmful.txt"
-BENIGN = "steer/data/corpus/requests-benign.txt"
+HARMFUL = "builtin:requests-harmful"  # the README shows both forms
+BENIGN = "builtin:requests-benign"
 SMALL_SAE = ("--d-sae", "256", "--batch-size", "256", "--collect-tokens", "2048")
 FEW_TEXTS = ("--max-texts", "12", "--ctx-len", "32")
 # Commands are mostly process start-up (imports, model load) on one core: two chains at a time

@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     debug = DEBUG_FLAG in argv
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    empty = empty_argument(argv)
+    if empty is not None:
+        err_console.print(Text("error:", "red"), empty, highlight=False, soft_wrap=True)
+        sys.exit(2)
     try:
         app = build_app(_plugin_manager())
         rc = app(args=argv, prog_name="steer", standalone_mode=False)
@@ -84,6 +88,29 @@ def main(argv: list[str] | None = None) -> None:
         err_console.print(Text(label, "red"), message, highlight=False, soft_wrap=True)
         sys.exit(code)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def empty_argument(argv: list[str]) -> str | None:
+    """The one line for an empty (or blank) argument, else ``None``. No steer option or argument
+    takes an empty value; an empty one is usually an unset shell variable (``--out "$OUT"``),
+    which as a path would mean the working directory."""
+    for i, arg in enumerate(argv):
+        if arg.strip():
+            continue
+        before = argv[i - 1] if i else ""
+        if before.startswith("-") and "=" not in before:
+            return f"{before} is empty (an unset shell variable?); give it a value"
+        words = []
+        for word in argv[: min(i, 2)]:  # the command's words: `run`, `features index`
+            if not (word.isalpha() and word.islower()):
+                break
+            words.append(word)
+        command = " ".join(["steer", *words])
+        return f"{command}: argument {i + 1 - len(words)} is empty (an unset shell variable?)"
+    for arg in argv:
+        if arg.startswith("--") and arg.endswith("=") and len(arg) > 3:
+            return f"{arg[:-1]} is empty (an unset shell variable?); give it a value"
+    return None
 
 
 def describe_failure(exc: Exception) -> tuple[str, str, int]:

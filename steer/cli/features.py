@@ -64,9 +64,12 @@ def index(
     Rerunning the same command continues an interrupted build.
     """
     from steer.features.index import build_index
+    from steer.features.index_db import check_index_target
     from steer.sae.loading import load_sae_and_model, sae_folder
 
     sae_folder(sae)  # an unknown SAE fails before the data is read
+    if db is not None:  # and an output that cannot be written, before the model loads
+        check_index_target(db, rebuild=rebuild)
     with err_console.status("loading the model and SAE"):
         folder, loaded, lm = load_sae_and_model(sae, model=model)
     result = build_index(
@@ -93,10 +96,13 @@ def index(
 
 def _open_index(sae: str, db: Path | None):
     """``(folder, index)`` for an SAE's feature index, checked against the SAE's weights."""
-    from steer.features.store import FeatureIndex
+    from steer.errors import SteerError
+    from steer.features.store import FeatureIndex, index_file
     from steer.sae.sources import sae_folder
 
     folder = sae_folder(sae)
+    if db is not None and not index_file(db).is_file():  # the index the user named
+        raise SteerError("feature index not found (--db)", where=str(index_file(db)))
     index = FeatureIndex.open(db if db is not None else folder, sae=sae)
     index.check_sae(folder)
     return folder, index
@@ -162,10 +168,14 @@ def search(
     """Which features fire on a text: per token, and overall (max over its tokens)."""
 
     from steer.errors import SteerError
-    from steer.features.search import search_text
+    from steer.features.search import RANKINGS, search_text
     from steer.sae.labels import load_labels
     from steer.sae.loading import load_sae_and_model, sae_folder
 
+    if rank not in RANKINGS:
+        raise SteerError(f"--rank must be one of {', '.join(RANKINGS)} (got {rank!r})")
+    if max_density is not None and max_density <= 0:
+        raise SteerError("--max-density must be above 0 (at 0 only features that never fire pass)")
     folder = sae_folder(sae)
     labels = load_labels(folder)
     if not text.strip():

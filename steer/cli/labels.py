@@ -33,7 +33,7 @@ def label(
 ) -> None:
     """Name a feature (labels.json beside the SAE), remove a name, or --list the names."""
     from steer.sae import read_sae_config
-    from steer.sae.labels import Label, labels_path, load_labels, save_labels
+    from steer.sae.labels import Label, check_label_name, labels_path, load_labels, save_labels
     from steer.sae.sources import sae_folder
 
     folder = sae_folder(sae)
@@ -56,11 +56,7 @@ def label(
         save_labels(folder, labels)
         typer.echo(f"removed label {old.name!r} of feature {fid} ({labels_path(folder)})")
         return
-    if name is None or not name.strip():
-        raise SteerError("give the NAME to label the feature with")
-    name = name.strip()
-    if name.isdigit():
-        raise SteerError(f"a label must not be a number ({name!r} reads as a feature id)")
+    name = check_label_name(name)
     if source not in SOURCES:
         raise SteerError(f"--source must be one of {', '.join(SOURCES)} (got {source!r})")
     for other, lab in labels.items():
@@ -122,9 +118,11 @@ def contrast(
     """Rank features by how well they separate two sets of texts (AUROC, Cohen's d)."""
     from steer.corpus.texts import read_texts
     from steer.features import contrast as ct
-    from steer.sae.labels import load_labels
+    from steer.sae.labels import check_label_name, load_labels
     from steer.sae.loading import load_sae_and_model
 
+    if save_labels_prefix is not None:  # before the model loads
+        check_label_name(save_labels_prefix, what="--save-labels")
     folder, loaded, lm = load_sae_and_model(sae, model=model)
     pos_texts = read_texts(pos, lm.tokenizer, max_texts=max_texts)
     neg_texts = read_texts(neg, lm.tokenizer, max_texts=max_texts)

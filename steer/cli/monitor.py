@@ -56,6 +56,10 @@ def score(
     pm = get_plugin_manager()
     with about(recipe_path):
         groups = watched_groups(recipe, pm)
+    if out is not None:  # before the model loads
+        from steer.io import check_writable
+
+        check_writable(out, what="scores")
     with err_console.status("loading the model and SAEs"), about(recipe_path):
         saes = load_saes(recipe, pm=pm)
         lm = load_model(recipe.model, device=device)

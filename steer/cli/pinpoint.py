@@ -44,11 +44,16 @@ def pinpoint(
     """Pinpoint the features that drive a metric (attribution patching, verified by ablation)."""
 
     from steer.errors import SteerError
-    from steer.io import atomic_write_text
+    from steer.io import atomic_write_text, check_writable, check_writable_dir
     from steer.pinpoint import Pinpointer, load_pinpoint_recipe
     from steer.pinpoint.report import dashboard_links, print_report, steering_recipe, write_outputs
 
     recipe = load_pinpoint_recipe(recipe_path)
+    # Output paths fail here, before minutes of loading and pinpointing.
+    if out is not None:
+        check_writable_dir(out, what="pinpoint output")
+    if write_recipe is not None:
+        check_writable(write_recipe, what="steering recipe")
     if dashboard and out is None:
         raise SteerError("--dashboard needs --out (it links curve.html's features)")
     # A bad dashboard fails here, before the model loads.

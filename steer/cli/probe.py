@@ -57,7 +57,7 @@ def train(
 ) -> None:
     """Train a logistic-regression probe separating --pos texts from --neg texts."""
     from steer.features.contrast import auroc
-    from steer.io import file_sha256
+    from steer.io import check_writable, file_sha256
     from steer.model import load_model
     from steer.monitoring.probe import POOLINGS, save_probe, train_probe
 
@@ -67,6 +67,7 @@ def train(
         raise SteerError(f"--l2 must be a finite number (got {l2})")
     if out.suffix not in (".safetensors", ".json"):
         raise SteerError("--out must end in .safetensors or .json", where=str(out))
+    check_writable(out, what="probe")  # before the model loads
     lm = load_model(model)
     if layer >= lm.n_layers:
         raise SteerError(f"--layer {layer} is out of range (the model has {lm.n_layers})")

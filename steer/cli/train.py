@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 import os
 import typing
 from pathlib import Path
@@ -79,7 +80,7 @@ def _setting_flags() -> dict[str, tuple[str, inspect.Parameter]]:
         extra = field.json_schema_extra or {}
         only = f"{extra['only']} only; " if "only" in extra else ""
         text = f"{field.description.rstrip('.')} ({only}default: {shown})."
-        option = typer.Option(None, f"--{flag}", help=text)
+        option = typer.Option(None, f"--{flag}", help=text, callback=_checked_by(field))
         annotation = _option_type(field.annotation) | None
         out[name] = (
             dotted,
@@ -88,6 +89,32 @@ def _setting_flags() -> dict[str, tuple[str, inspect.Parameter]]:
             ),
         )
     return out
+
+
+def _checked_by(field: Any):
+    """A typer callback that checks a flag's value against its setting's declared bounds as
+    it is parsed (``--d-sae 0``: one line naming the flag, before anything loads)."""
+    from typing import Annotated
+
+    from pydantic import TypeAdapter, ValidationError
+
+    annotation = field.annotation
+    if field.metadata:  # bounds such as ge=1 (Annotated needs at least one)
+        annotation = Annotated.__class_getitem__((annotation, *field.metadata))
+    adapter = TypeAdapter(annotation)
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise typer.BadParameter(f"must be a finite number (got {value})")
+        try:
+            adapter.validate_python(value)
+        except ValidationError as exc:
+            raise typer.BadParameter(exc.errors()[0]["msg"]) from None
+        return value
+
+    return check
 
 
 def _option_type(annotation: Any) -> type:

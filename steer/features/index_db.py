@@ -23,7 +23,8 @@ import torch
 
 from steer.errors import SteerError
 from steer.features.running import RunningIndex
-from steer.features.store import SCHEMA
+from steer.features.store import INDEX_FILENAME, SCHEMA
+from steer.io import check_writable
 from steer.model.positions import CollectStats
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,18 @@ def read_meta(path: Path) -> dict[str, Any] | None:
         return {k: json.loads(v) for k, v in rows}
     except (sqlite3.Error, json.JSONDecodeError):
         return None
+
+
+def check_index_target(db: str | Path, *, rebuild: bool) -> None:
+    """Fail in one line, before a model loads, when ``db`` (a file, or a folder to hold
+    ``features.sqlite``) cannot take an index: its folder cannot be written, or it is a file
+    that is not an index (only ``rebuild`` replaces that)."""
+    path = Path(db) / INDEX_FILENAME if Path(db).is_dir() else Path(db)
+    check_writable(path, what="feature index")
+    if path.exists() and not rebuild and read_meta(path) is None:
+        raise SteerError(
+            "exists but is not a feature index; pass --rebuild to replace it", where=str(path)
+        )
 
 
 def write_meta(con: sqlite3.Connection, meta: dict[str, Any]) -> None:

@@ -167,6 +167,8 @@ def load_probe(path: str | Path) -> Probe:
     """Read a probe written by :func:`save_probe`; anything else is a one-line
     :class:`SteerError`."""
     path = Path(path)
+    if path.is_dir():
+        raise SteerError("is a folder, where a probe file is needed", where=str(path))
     if not path.is_file():
         raise SteerError("probe file not found", where=str(path))
     try:

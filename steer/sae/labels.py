@@ -40,6 +40,19 @@ class Label:
     source: str = "manual"
 
 
+def check_label_name(name: str | None, *, what: str = "the label") -> str:
+    """``name`` stripped, or a one-line :class:`SteerError`: a label is not empty, not a number
+    (it would read as a feature id) and on one line (listings print one label per line)."""
+    name = (name or "").strip()
+    if not name:
+        raise SteerError(f"{what} is empty: give the NAME to label the feature with")
+    if name.isdigit():
+        raise SteerError(f"{what} must not be a number ({name!r} reads as a feature id)")
+    if not name.isprintable():
+        raise SteerError(f"{what} {name!r} holds a control character (a newline or a tab?)")
+    return name
+
+
 def user_data_dir() -> Path:
     """steer's folder for what users write about shipped things: ``$STEER_DATA`` or the
     platform's user data folder."""

@@ -29,6 +29,8 @@ def sae_folder(name_or_path: str | Path) -> Path:
         raise SteerError(
             f"no SAE named {str(name_or_path)!r}: not a builtin (shipped: {known}) and not a folder"
         )
+    if not (folder / "cfg.json").is_file():
+        raise SteerError("not an SAE folder (no cfg.json in it)", where=str(folder))
     return folder
 
 

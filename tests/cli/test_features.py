@@ -176,7 +176,7 @@ def test_search_table_and_empty_text(indexed, capsys, use_tiny):
     assert code == 0
     assert "per token" in out and "overall" in out and "' cat'" in out
     code, _, err = call(["features", "search", str(folder), "   "], capsys)
-    assert_one_line_error(code, err, "the text to search is empty")
+    assert_one_line_error(code, err, "steer features search: argument 2 is empty")
 
 
 def test_dashboard_command(indexed, tmp_path, capsys):

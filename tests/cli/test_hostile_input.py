@@ -246,6 +246,7 @@ def full_disk(monkeypatch):
 @pytest.mark.parametrize("name", ["probe", "monitor score", "pinpoint", "dashboard"])
 def test_a_full_disk_keeps_the_earlier_output(tmp_path, commands, capsys, monkeypatch, name):
     out = tmp_path / "outputs" / OUT_NAMES.get(name, "out")
+    out.parent.mkdir()  # output files go into a folder that exists (a typo is refused)
     code, _, err = call(commands[name](out), capsys)
     assert code in (0, None), err
     before = {

@@ -323,3 +323,35 @@ def test_progress_is_reported_without_any_edit(tiny_model):
     worker.join(timeout=60)
     assert done, "the run did not end"
     assert steps == [0, 1, 2, 3]
+
+
+def test_baseline_steps_are_reported_and_do_not_change_the_baseline(tiny_model):
+    """The baseline pass reports its steps (its own progress bar), batch by batch, and counting
+    them leaves its completions as plain ``generate`` makes them."""
+    gen = {"max_new_tokens": 3, "min_new_tokens": 3, "batch_size": 2}
+    recipe = parse_recipe({"prompts": ["hi", "The cat", "A dog"], "generation": gen})
+    steerer = Steerer(recipe, model=tiny_model)
+    base_steps: list[int] = []
+    steered_steps: list[int] = []
+    counted = steerer.run(on_baseline_step=base_steps.append, on_step=steered_steps.append)
+    assert base_steps == [0, 1, 2] * 2  # two batches
+    assert steered_steps == [0, 1, 2] * 2
+    plain = steerer.run()
+    assert [r.baseline for r in counted.results] == [r.baseline for r in plain.results]
+
+
+def test_a_prompt_longer_than_the_context_is_refused_before_generating(tiny_model):
+    from steer.errors import SteerError
+
+    context = tiny_model.hf.config.max_position_embeddings
+    recipe = parse_recipe(
+        {"prompts": ["hi", "word " * context], "generation": {"max_new_tokens": 4}}
+    )
+    with pytest.raises(
+        SteerError,
+        match=rf"prompts\[1\]: \d+ tokens, plus max_new_tokens 4, "
+        rf"exceed the model's context of {context} tokens",
+    ):
+        Steerer(recipe, model=tiny_model)
+    fits = parse_recipe({"prompts": ["hi"], "generation": {"max_new_tokens": context - 32}})
+    Steerer(fits, model=tiny_model)  # a prompt that fits with its new tokens is fine
