@@ -53,6 +53,9 @@ def index(
     ),
     top_k: int = typer.Option(20, "--top-k", min=1, help="Top contexts kept per feature."),
     context_tokens: int = typer.Option(24, "--context", min=2, help="Tokens per context."),
+    samples: int = typer.Option(
+        24, "--samples", min=0, help="Quantile samples kept per feature (0: top contexts only)."
+    ),
     db: Path | None = DB_OPTION,
     model: str = MODEL_OPTION,
     rebuild: bool = typer.Option(False, "--rebuild", help="Replace an index of other data."),
@@ -81,6 +84,7 @@ def index(
         max_tokens=max_tokens,
         top_k=top_k,
         context_tokens=context_tokens,
+        samples=samples,
         flush_every=flush_every,
         rebuild=rebuild,
     )

@@ -131,6 +131,7 @@ BAD_VALUES: dict[str, dict[str, list[tuple[str, ...]]]] = {
         "--max-tokens": [("0", "'--max-tokens'"), ("lots", "'--max-tokens'")],
         "--top-k": POSITIVE,
         "--context": [("0", "'--context'"), ("1", "'--context'"), ("-3", "'--context'")],
+        "--samples": NOT_NEGATIVE,
         "--db": [*EMPTY, ("{file}/x.sqlite", "is not a folder"), ("{texts}", "not a feature index")],
         "--model": MODEL,
         "--flush-every": POSITIVE,

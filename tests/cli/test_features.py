@@ -137,6 +137,22 @@ def test_index_command_builds_then_reports_up_to_date(tmp_path, capsys, use_tiny
     assert_one_line_error(code, err, "different top_k", "--rebuild")
 
 
+@pytest.mark.parametrize("samples", [0, 2])
+def test_index_keeps_as_many_quantile_samples_as_asked(
+    tmp_path, capsys, use_tiny, tiny_model, samples
+):
+    sae = make_sae("topk", d_in=tiny_model.d_model, d_sae=16, k=3, layer=1)
+    save_sae(sae, tmp_path / "sae")
+    data = tmp_path / "d.txt"
+    data.write_text("The cat sat on the mat. Paris is the capital of France.\n\n" * 30)
+    argv = ["features", "index", str(tmp_path / "sae"), "--data", str(data)]
+    code, _, err = call([*argv, "--samples", str(samples)], capsys)
+    assert code == 0, err
+    with FeatureIndex.open(tmp_path / "sae") as index:
+        counts = [len(index.feature(f).samples or []) for f in range(16)]
+    assert max(counts) == samples  # some feature fires often enough to fill them
+
+
 def test_search_lists_features_with_labels_and_density(indexed, capsys, use_tiny):
     folder, alive = indexed
     text = "The cat sat on the mat & the <dog> ran."
