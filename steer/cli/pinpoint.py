@@ -46,12 +46,19 @@ def pinpoint(
     from steer.errors import SteerError
     from steer.io import atomic_write_text, check_writable, check_writable_dir
     from steer.pinpoint import Pinpointer, load_pinpoint_recipe
-    from steer.pinpoint.report import dashboard_links, print_report, steering_recipe, write_outputs
+    from steer.pinpoint.report import (
+        check_output_folder,
+        dashboard_links,
+        print_report,
+        steering_recipe,
+        write_outputs,
+    )
 
     recipe = load_pinpoint_recipe(recipe_path)
     # Output paths fail here, before minutes of loading and pinpointing.
     if out is not None:
         check_writable_dir(out, what="pinpoint output")
+        check_output_folder(out)
     if write_recipe is not None:
         check_writable(write_recipe, what="steering recipe")
     if dashboard and out is None:

@@ -119,6 +119,30 @@ def _summary_line(site: dict[str, Any], kind: str) -> str:
     return line
 
 
+OUTPUT_NAMES = ("pinpoint.json", "curve.html", "curve.png")
+_RESULT_KEYS = {"metric", "clean_metric", "sites"}  # what marks pinpoint.json as ours
+
+
+def check_output_folder(out: Path) -> None:
+    """Refuse, before any work, an ``--out`` folder where writing would replace files steer did
+    not write: ``pinpoint.json``, ``curve.html`` or ``curve.png`` are replaced only beside a
+    ``pinpoint.json`` that holds an earlier pinpoint result. Other files are never touched."""
+    out = Path(out)
+    present = [name for name in OUTPUT_NAMES if (out / name).exists()]
+    if not present:
+        return
+    try:
+        earlier = json.loads((out / "pinpoint.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        earlier = None
+    if not (isinstance(earlier, dict) and set(earlier) >= _RESULT_KEYS):
+        raise SteerError(
+            f"holds {present[0]}, which steer pinpoint did not write (no earlier pinpoint.json "
+            "beside it); give --out another folder",
+            where=str(out),
+        )
+
+
 def write_outputs(
     result: dict[str, Any], out: Path, *, links: dict[str, FeatureLinks] | None = None
 ) -> list[Path]:
@@ -127,7 +151,7 @@ def write_outputs(
     ``links`` (by SAE id, from :func:`dashboard_links` for ``out``) link the features of
     ``curve.html`` to their dashboard pages."""
     out = Path(out)
-    names = ["pinpoint.json", "curve.html"]
+    names = list(OUTPUT_NAMES[:2])
     if importlib.util.find_spec("matplotlib") is not None:
         names.append("curve.png")
     with atomic_files(out, names) as tmp:
