@@ -173,8 +173,14 @@ def test_library_functions_are_short():
         "from steer.plugins import get_plugin_manager; get_plugin_manager()",
         # `steer --help` lists every command, plugins' too, without torch
         "from steer.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+        # `steer check` reads every recipe kind without torch
+        *(
+            f"from steer.cli import main\ntry:\n    main(['check', {str(REPO / 'recipes' / r)!r}])"
+            "\nexcept SystemExit as e:\n    assert e.code == 0, e.code"
+            for r in ("demo.yaml", "train-smollm2-res12.yaml", "pinpoint-gender.yaml")
+        ),
     ],
-    ids=["import", "plugins", "help"],
+    ids=["import", "plugins", "help", "check steering", "check training", "check pinpoint"],
 )
 def test_startup_does_not_load_torch(code):
     check = "\nimport sys\nassert 'torch' not in sys.modules, 'torch was imported'\n"

@@ -8,8 +8,18 @@ and measures the side effects of the edit on unrelated text. See docs/pinpoint.m
 
 from __future__ import annotations
 
-from steer.pinpoint.recipe import PinpointRecipe, load_pinpoint_recipe, parse_pinpoint_recipe
-from steer.pinpoint.run import Pinpointer, PinpointResult, pinpoint
+from importlib import import_module
+from typing import Any
+
+# Imported on first use, so that `steer check` reads a pinpoint recipe without torch.
+_HOMES = {
+    "PinpointRecipe": "steer.pinpoint.recipe",
+    "load_pinpoint_recipe": "steer.pinpoint.recipe",
+    "parse_pinpoint_recipe": "steer.pinpoint.recipe",
+    "PinpointResult": "steer.pinpoint.run",
+    "Pinpointer": "steer.pinpoint.run",
+    "pinpoint": "steer.pinpoint.run",
+}
 
 __all__ = [
     "PinpointRecipe",
@@ -19,3 +29,11 @@ __all__ = [
     "parse_pinpoint_recipe",
     "pinpoint",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'steer.pinpoint' has no attribute {name!r}")
+    value = getattr(import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from steer.pinpoint.nodes import NodeSet
 from steer.plugins.registry import RegistryKind
+
+if TYPE_CHECKING:  # annotations only: `steer check` reads this module without torch
+    import torch
+
+    from steer.pinpoint.nodes import NodeSet
 
 
 @dataclass(frozen=True)
