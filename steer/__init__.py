@@ -11,8 +11,7 @@ below are imported on first use.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from steer.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -56,7 +55,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'steer' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -92,6 +92,17 @@ def _checked_texts(value: Any, *, what: str, folders: bool) -> Any:
     return paths if isinstance(value, list) else paths[0]
 
 
+def dashboard_option(page: str) -> list[str]:
+    """The ``--dashboard`` option of the commands whose HTML ``page`` names features."""
+    return typer.Option(
+        None,
+        "--dashboard",
+        metavar="[SAE=]DIR_OR_URL",
+        help=f"Link {page}'s features to this feature dashboard (`steer features dashboard`; "
+        "a folder or a URL). Repeat as SAE=DIR_OR_URL for several SAEs.",
+    )
+
+
 def debug_option() -> bool:
     """The ``--debug`` option every command takes (``main`` reads it from argv)."""
     return typer.Option(False, DEBUG_FLAG, help="Show tracebacks instead of one-line errors.")

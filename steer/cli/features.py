@@ -70,7 +70,7 @@ def index(
     from steer.features.index_db import check_index_target
     from steer.sae.loading import load_sae_and_model, sae_folder
 
-    sae_folder(sae)  # an unknown SAE fails before the data is read
+    sae_folder(sae)  # an unknown SAE fails before the model loads
     if db is not None:  # and an output that cannot be written, before the model loads
         check_index_target(db, rebuild=rebuild)
     with err_console.status("loading the model and SAE"):
@@ -182,8 +182,6 @@ def search(
         raise SteerError("--max-density must be above 0 (at 0 only features that never fire pass)")
     folder = sae_folder(sae)
     labels = load_labels(folder)
-    if not text.strip():
-        raise SteerError("the text to search is empty")
     densities: dict[int, float] = {}
     no_index = ""
     try:

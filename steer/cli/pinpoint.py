@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from steer.cli.common import about, debug_option, err_console, out_console
+from steer.cli.common import about, dashboard_option, debug_option, err_console, out_console
 
 
 def register(app: typer.Typer) -> None:
@@ -30,13 +30,7 @@ def pinpoint(
         min=1,
         help="Features per SAE in --write-recipe (default: as many as removed half of the metric).",
     ),
-    dashboard: list[str] = typer.Option(
-        None,
-        "--dashboard",
-        metavar="[SAE=]DIR_OR_URL",
-        help="Link curve.html's features to this feature dashboard (`steer features "
-        "dashboard`; a folder or a URL). Repeat as SAE=DIR_OR_URL for several SAEs.",
-    ),
+    dashboard: list[str] = dashboard_option("curve.html"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     rows: int = typer.Option(20, min=1, help="Rows of each ranked table."),
     debug: bool = debug_option(),
@@ -48,11 +42,11 @@ def pinpoint(
     from steer.pinpoint import Pinpointer, load_pinpoint_recipe
     from steer.pinpoint.report import (
         check_output_folder,
-        dashboard_links,
         print_report,
         steering_recipe,
         write_outputs,
     )
+    from steer.sae.sources import dashboard_links
 
     recipe = load_pinpoint_recipe(recipe_path)
     # Output paths fail here, before minutes of loading and pinpointing.
@@ -64,7 +58,7 @@ def pinpoint(
     if dashboard and out is None:
         raise SteerError("--dashboard needs --out (it links curve.html's features)")
     # A bad dashboard fails here, before the model loads.
-    links = dashboard_links(recipe, dashboard, out) if dashboard and out is not None else None
+    links = dashboard_links(recipe.saes, dashboard, out) if dashboard and out is not None else None
     with err_console.status("loading the model and SAEs"), about(recipe_path):
         # CPU only for now: prompts, bases and results are built as CPU tensors.
         pinpointer = Pinpointer(recipe, device="cpu")

@@ -12,7 +12,14 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from steer.cli.common import about, debug_option, device_option, err_console, out_console
+from steer.cli.common import (
+    about,
+    dashboard_option,
+    debug_option,
+    device_option,
+    err_console,
+    out_console,
+)
 from steer.errors import SteerError
 
 
@@ -36,13 +43,7 @@ def run(
     report: Path | None = typer.Option(
         None, "--report", help="Write an HTML report of the monitored run (tokens shaded)."
     ),
-    dashboard: list[str] = typer.Option(
-        None,
-        "--dashboard",
-        metavar="[SAE=]DIR_OR_URL",
-        help="Link the report's features to this feature dashboard (`steer features "
-        "dashboard`; a folder or a URL). Repeat as SAE=DIR_OR_URL for several SAEs.",
-    ),
+    dashboard: list[str] = dashboard_option("the report"),
     debug: bool = debug_option(),
 ) -> None:
     """Generate with a recipe's interventions and monitors; show baseline and steered
@@ -68,9 +69,9 @@ def run(
     if report is not None:
         check_writable(report, what="report")
         if dashboard:
-            from steer.monitoring.report import dashboard_links
+            from steer.sae.sources import dashboard_links
 
-            links = dashboard_links(recipe, dashboard, report.parent)
+            links = dashboard_links(recipe.saes, dashboard, report.parent)
     elif dashboard:
         raise SteerError("--dashboard needs --report (it links the report's features)")
     with contextlib.ExitStack() as stack:

@@ -29,7 +29,18 @@ from steer.errors import SteerError
 
 INDEX_FILENAME = "features.sqlite"
 STORE_FORMAT = "steer-features/1"
-SCHEMA = """
+# Top contexts and quantile samples are rows of the same shape. Rows are found by
+# (feature, rank) only, so WITHOUT ROWID: no separate key index to store.
+_CONTEXT_COLUMNS = """(
+    feature INTEGER,
+    rank INTEGER,
+    act REAL,
+    tokens TEXT,
+    acts TEXT,
+    focus INTEGER,
+    PRIMARY KEY(feature, rank)
+) WITHOUT ROWID"""
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS features(
     id INTEGER PRIMARY KEY,
@@ -41,24 +52,8 @@ CREATE TABLE IF NOT EXISTS features(
     top_logits TEXT,
     bottom_logits TEXT
 );
-CREATE TABLE IF NOT EXISTS contexts(
-    feature INTEGER,
-    rank INTEGER,
-    act REAL,
-    tokens TEXT,
-    acts TEXT,
-    focus INTEGER,
-    PRIMARY KEY(feature, rank)
-) WITHOUT ROWID;  -- rows are found by (feature, rank) only: no separate key index to store
-CREATE TABLE IF NOT EXISTS samples(
-    feature INTEGER,
-    rank INTEGER,
-    act REAL,
-    tokens TEXT,
-    acts TEXT,
-    focus INTEGER,
-    PRIMARY KEY(feature, rank)
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS contexts{_CONTEXT_COLUMNS};
+CREATE TABLE IF NOT EXISTS samples{_CONTEXT_COLUMNS};
 """
 
 

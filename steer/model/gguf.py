@@ -148,14 +148,13 @@ class ConversionProgress:
     weights 12.7 s, cache 1.0 s); the ETA is extrapolated from the stages done.
     """
 
-    SHARES: ClassVar[dict[str, int]] = {"tokenizer": 21, "weights": 73, "cache": 6, "done": 0}
+    SHARES: ClassVar[dict[str, int]] = {"tokenizer": 21, "weights": 73, "cache": 6}
 
     def __init__(self, name: str):
         from tqdm import tqdm
 
         self.bar = tqdm(
             total=sum(self.SHARES.values()),
-            desc=f"converting {name} (once)",
             unit="%",
             bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]",
         )
@@ -174,7 +173,7 @@ class ConversionProgress:
 
     def __exit__(self, *exc: object) -> None:
         if exc[0] is None:
-            self.next("done")
+            self.bar.update(self.bar.total - self.bar.n)
         self.bar.close()
 
 

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from steer.errors import SteerError
-from steer.html import FeatureLinks, esc, feature_link, links_from_options, shown_token
+from steer.html import FeatureLinks, esc, feature_link, shown_token
 from steer.io import atomic_write_text, check_writable
 from steer.sae.labels import Label, load_labels
+from steer.sae.sources import local_sae_folder
 from steer.steering.monitors import describe_monitor
 from steer.steering.recipe import MonitorSpec, Recipe
 from steer.steering.results import PromptResult, RunResults
@@ -83,40 +84,13 @@ class Names:
 NO_NAMES = Names({}, {})
 
 
-def _sae_folder(spec: Any, where: str) -> Path | None:
-    """The local folder of a recipe's SAE; None for one from the Hugging Face hub (the
-    report never goes to the network)."""
-    from steer.sae.sources import resolve_sae_path
-
-    return resolve_sae_path(spec, where=where) if spec.hf is None else None
-
-
 def recipe_labels(recipe: Recipe) -> dict[str, dict[int, Label]]:
     """The labels of each SAE of ``recipe`` by SAE id ({} for an SAE without a labels file)."""
     out = {}
     for i, spec in enumerate(recipe.saes):
-        folder = _sae_folder(spec, f"saes[{i}]")
+        folder = local_sae_folder(spec, f"saes[{i}]")
         out[spec.id] = load_labels(folder) if folder is not None else {}
     return out
-
-
-def dashboard_links(
-    recipe: Recipe, values: Sequence[str], page_folder: str | Path
-) -> dict[str, FeatureLinks]:
-    """The dashboard links of each SAE from ``--dashboard`` values (``SAE=DIR_OR_URL``, or
-    one location when the recipe has one SAE), for a page written into ``page_folder``. A
-    location that is not a dashboard of that SAE's weights is a one-line :class:`SteerError`,
-    raised before any model is loaded."""
-    from steer.sae.configs import WEIGHTS_FILENAME
-
-    weights = {}
-    for i, spec in enumerate(recipe.saes):
-        folder = _sae_folder(spec, f"saes[{i}]")
-        weights[spec.id] = folder / WEIGHTS_FILENAME if folder is not None else None
-    try:
-        return links_from_options(values, weights, page_folder)
-    except ValueError as exc:
-        raise SteerError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -362,7 +336,7 @@ def write_report(
     """Write the report of ``results`` to the file ``path`` (atomically) and return the path.
 
     Features are named by the labels beside their SAEs, and linked by ``links`` (from
-    :func:`dashboard_links` for this path's folder). The folder must exist: a typo in
+    `steer.sae.sources.dashboard_links` for this path's folder). The folder must exist: a typo in
     ``--out`` should fail, not create a stray folder tree.
     """
     path = Path(path)

@@ -8,11 +8,10 @@ and measures the side effects of the edit on unrelated text. See docs/pinpoint.m
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from steer.lazy import lazy_exports
 
 # Imported on first use, so that `steer check` reads a pinpoint recipe without torch.
-_HOMES = {
+_EXPORTS = {
     "PinpointRecipe": "steer.pinpoint.recipe",
     "load_pinpoint_recipe": "steer.pinpoint.recipe",
     "parse_pinpoint_recipe": "steer.pinpoint.recipe",
@@ -21,19 +20,5 @@ _HOMES = {
     "pinpoint": "steer.pinpoint.run",
 }
 
-__all__ = [
-    "PinpointRecipe",
-    "PinpointResult",
-    "Pinpointer",
-    "load_pinpoint_recipe",
-    "parse_pinpoint_recipe",
-    "pinpoint",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'steer.pinpoint' has no attribute {name!r}")
-    value = getattr(import_module(_HOMES[name]), name)
-    globals()[name] = value
-    return value
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

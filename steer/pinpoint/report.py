@@ -9,14 +9,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from steer.errors import SteerError
-from steer.html import FeatureLinks, esc, feature_link, links_from_options
+from steer.html import FeatureLinks, esc, feature_link
 from steer.io import atomic_files
 
 COLORS = {"features": "#1f77b4", "neurons": "#ff7f0e"}
@@ -42,27 +41,6 @@ svg .grid { stroke: #eee; } svg .tick { fill: #444; font-size: 11px; }
 svg .axis-title { font-size: 12.5px; } svg .legend { font-size: 12px; }
 svg circle:hover { r: 5; }
 """
-
-
-def dashboard_links(
-    recipe: Any, values: Sequence[str], page_folder: str | Path
-) -> dict[str, FeatureLinks]:
-    """The dashboard links of each SAE of a pinpoint ``recipe`` from ``--dashboard`` values
-    (``SAE=DIR_OR_URL``, or one location when it has one SAE), for pages written into
-    ``page_folder``; a location that is not a dashboard of that SAE's weights is a one-line
-    :class:`SteerError`, raised before the model loads."""
-    from steer.sae.configs import WEIGHTS_FILENAME
-    from steer.sae.sources import resolve_sae_path
-
-    weights = {}
-    for i, spec in enumerate(recipe.saes):
-        local = spec.hf is None  # never go to the network for a link check
-        folder = resolve_sae_path(spec, where=f"saes[{i}]") if local else None
-        weights[spec.id] = folder / WEIGHTS_FILENAME if folder is not None else None
-    try:
-        return links_from_options(values, weights, page_folder)
-    except ValueError as exc:
-        raise SteerError(str(exc)) from None
 
 
 def print_report(result: dict[str, Any], console: Any, *, rows: int = 20) -> None:
@@ -148,7 +126,7 @@ def write_outputs(
 ) -> list[Path]:
     """Write ``pinpoint.json``, ``curve.html`` and (with matplotlib) ``curve.png`` into ``out``
     as one set: a failure (a full disk) leaves the earlier set as it was. Returns the paths.
-    ``links`` (by SAE id, from :func:`dashboard_links` for ``out``) link the features of
+    ``links`` (by SAE id, from `steer.sae.sources.dashboard_links` for ``out``) link the features of
     ``curve.html`` to their dashboard pages."""
     out = Path(out)
     names = list(OUTPUT_NAMES[:2])

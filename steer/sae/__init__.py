@@ -10,8 +10,7 @@ The names below are imported on first use: reading and checking a cfg.json
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import Any
+from steer.lazy import lazy_exports
 
 _EXPORTS = {
     "SAE": "steer.sae.base",
@@ -26,7 +25,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'steer.sae' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

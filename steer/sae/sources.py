@@ -3,9 +3,12 @@ Hugging Face repo (downloaded once into the Hugging Face cache, for users who ar
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from steer.errors import SteerError
+from steer.html import FeatureLinks, links_from_options
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "data" / "saes"
 
@@ -47,6 +50,31 @@ def resolve_sae_path(spec, *, where: str) -> Path:
             )
         return shipped[spec.builtin]
     return _download(spec.hf, spec.subfolder, where=where)
+
+
+def local_sae_folder(spec: Any, where: str) -> Path | None:
+    """The local folder of a recipe's SAE entry; None for one on the Hugging Face hub (reports
+    and link checks never go to the network)."""
+    return resolve_sae_path(spec, where=where) if spec.hf is None else None
+
+
+def dashboard_links(
+    saes: Sequence[Any], values: Sequence[str], page_folder: str | Path
+) -> dict[str, FeatureLinks]:
+    """The dashboard links of each of a recipe's ``saes`` (steering or pinpoint) from
+    ``--dashboard`` values (``SAE=DIR_OR_URL``, or one location when there is one SAE), for a
+    page written into ``page_folder``. A location that is not a dashboard of that SAE's weights
+    is a one-line :class:`SteerError`, raised before any model is loaded."""
+    from steer.sae.configs import WEIGHTS_FILENAME
+
+    weights = {}
+    for i, spec in enumerate(saes):
+        folder = local_sae_folder(spec, f"saes[{i}]")
+        weights[spec.id] = folder / WEIGHTS_FILENAME if folder is not None else None
+    try:
+        return links_from_options(values, weights, page_folder)
+    except ValueError as exc:
+        raise SteerError(str(exc)) from None
 
 
 def _download(repo_id: str, subfolder: str | None, *, where: str) -> Path:

@@ -8,7 +8,7 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from support.feature_index import D_SAE, build_small_index
+from support.feature_index import D_SAE, build_index_without_samples, build_small_index
 
 from steer.errors import SteerError
 from steer.features.dashboard import (
@@ -242,13 +242,7 @@ def test_feature_pages_link_their_nearest_features(site):
 
 
 def test_an_index_without_samples_says_how_to_get_them(tmp_path, tiny_model):
-    import sqlite3
-
-    folder, *_ = build_small_index(tmp_path, tiny_model)
-    con = sqlite3.connect(folder / "features.sqlite")
-    with con:
-        con.execute("DROP TABLE samples")
-    con.close()
+    folder = build_index_without_samples(tmp_path, tiny_model)
     with FeatureIndex.open(folder) as index:
         write_dashboard(index, {}, tmp_path / "site", limit=2, sae="my <sae>", progress=False)
     page = next((tmp_path / "site" / "features").iterdir()).read_text(encoding="utf-8")

@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 import torch
-from support.feature_index import CORPUS, D_SAE, build_small_index
+from support.feature_index import CORPUS, D_SAE, build_index_without_samples, build_small_index
 from support.sae_factory import make_sae
 
 from steer.corpus.windows import build_windows
@@ -146,11 +146,7 @@ def test_samples_spread_over_the_activations_not_only_the_top(tmp_path, tiny_mod
 
 
 def test_an_index_without_the_samples_table_still_opens(tmp_path, tiny_model):
-    folder, *_ = build_small_index(tmp_path, tiny_model)
-    con = sqlite3.connect(folder / "features.sqlite")
-    with con:
-        con.execute("DROP TABLE samples")
-    con.close()
+    folder = build_index_without_samples(tmp_path, tiny_model)
     with FeatureIndex.open(folder) as index:
         assert not index.has_samples
         record = index.feature(1)

@@ -15,8 +15,9 @@ from support.browser_log import severe
 
 from steer.errors import SteerError
 from steer.html import DASHBOARD_FORMAT, DASHBOARD_MARKER, FeatureLinks
-from steer.monitoring.report import dashboard_links, report_html, write_report
+from steer.monitoring.report import report_html, write_report
 from steer.sae.labels import Label, save_labels
+from steer.sae.sources import dashboard_links
 from steer.steering.recipe import parse_recipe
 from steer.steering.results import PromptResult, RunResults
 
@@ -336,12 +337,12 @@ def test_write_report_reads_labels_and_links_relative_to_the_report(tmp_path):
     _dashboard(tmp_path / "pub" / "dash", [3, 7, 8])
     (tmp_path / "runs").mkdir()
     report = tmp_path / "runs" / "report.html"
-    links = dashboard_links(recipe, [str(tmp_path / "pub" / "dash")], report.parent)
+    links = dashboard_links(recipe.saes, [str(tmp_path / "pub" / "dash")], report.parent)
     page = write_report(make_results(), recipe, report, links=links).read_text()
     assert '<a class="feature" href="../pub/dash/features/3.html"' in page
     assert ">harm (3)</a>" in page
     assert (report.parent / "../pub/dash/features").resolve() == tmp_path / "pub/dash/features"
-    links = dashboard_links(recipe, ["s=https://x.org/dash/"], report.parent)
+    links = dashboard_links(recipe.saes, ["s=https://x.org/dash/"], report.parent)
     assert links["s"].href(12345) == "https://x.org/dash/features/12345.html"
 
 
@@ -354,7 +355,7 @@ def test_a_bad_dashboard_location_is_one_line(tmp_path):
         (["https://a", "https://b"], "SAE s is given two dashboards"),
     ):
         with pytest.raises(SteerError, match=fragment) as info:
-            dashboard_links(recipe, values, tmp_path)
+            dashboard_links(recipe.saes, values, tmp_path)
         assert "\n" not in str(info.value)
 
 
@@ -370,7 +371,7 @@ def test_a_dashboard_of_other_weights_is_refused(tmp_path):
     )
     _dashboard(tmp_path / "dash", [1], sha="0" * 64)
     with pytest.raises(SteerError, match="dashboard of other SAE weights"):
-        dashboard_links(recipe, [str(tmp_path / "dash")], tmp_path)
+        dashboard_links(recipe.saes, [str(tmp_path / "dash")], tmp_path)
 
 
 # --------------------------------------------------------------------------- in a browser

@@ -175,7 +175,7 @@ def _dashboard(folder, pages):
 
 def test_write_outputs_links_relative_to_the_output_folder(tmp_path):
     from steer.pinpoint.recipe import parse_pinpoint_recipe
-    from steer.pinpoint.report import dashboard_links
+    from steer.sae.sources import dashboard_links
 
     _dashboard(tmp_path / "site" / "dash", [831])
     recipe = parse_pinpoint_recipe(
@@ -186,18 +186,18 @@ def test_write_outputs_links_relative_to_the_output_folder(tmp_path):
         }
     )
     out = tmp_path / "runs" / "one"
-    links = dashboard_links(recipe, [str(tmp_path / "site" / "dash")], out)
+    links = dashboard_links(recipe.saes, [str(tmp_path / "site" / "dash")], out)
     write_outputs(make_result(), out, links=links)
     parsed = parse((out / "curve.html").read_text(encoding="utf-8"))
     assert parsed.links == [("../../site/dash/features/831.html", "831")]
     assert (out / "../../site/dash/features").resolve() == (tmp_path / "site/dash/features")
     with pytest.raises(SteerError, match="not a steer feature dashboard"):
-        dashboard_links(recipe, [str(tmp_path)], out)
+        dashboard_links(recipe.saes, [str(tmp_path)], out)
     with pytest.raises(SteerError, match="say which dashboard is whose"):
         two = recipe.model_copy(
             update={"saes": [*recipe.saes, recipe.saes[0].model_copy(update={"id": "b"})]}
         )
-        dashboard_links(two, [str(tmp_path / "site" / "dash")], out)
+        dashboard_links(two.saes, [str(tmp_path / "site" / "dash")], out)
 
 
 def test_page_in_browser_renders_curve_and_tables(browser, tmp_path):

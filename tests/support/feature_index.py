@@ -28,3 +28,16 @@ def build_small_index(tmp_path, model, *, top_k=4, ctx_len=32, d_sae=D_SAE, **kw
     kwargs.setdefault("progress", False)
     result = build_index(model, sae, folder, [data], top_k=top_k, ctx_len=ctx_len, **kwargs)
     return folder, sae, data, result
+
+
+def build_index_without_samples(tmp_path, model):
+    """A small index as indexes were before quantile samples: no ``samples`` table. Returns
+    the SAE folder."""
+    import sqlite3
+
+    folder, *_ = build_small_index(tmp_path, model)
+    con = sqlite3.connect(folder / "features.sqlite")
+    with con:
+        con.execute("DROP TABLE samples")
+    con.close()
+    return folder
