@@ -10,7 +10,8 @@ back, with SAELens' parameter names and shapes::
 
 from __future__ import annotations
 
-from typing import ClassVar
+import dataclasses
+from typing import ClassVar, NamedTuple
 
 import torch
 
@@ -42,6 +43,29 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+class Restore(NamedTuple):
+    """How a reconstruction goes back to the model's space: ``y / divide * multiply + add``
+    (``None``: that step is skipped). Per-token normalisations need the input to know it."""
+
+    divide: torch.Tensor | float | None = None
+    multiply: torch.Tensor | None = None
+    add: torch.Tensor | None = None
+
+    def apply(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` in the model's space."""
+        if self.divide is not None:
+            y = y / self.divide
+        if self.multiply is not None:
+            y = y * self.multiply
+        return y if self.add is None else y + self.add
+
+    def scale(self, delta: torch.Tensor) -> torch.Tensor:
+        """A change of the reconstruction, in the model's space (the shift cancels)."""
+        if self.divide is not None:
+            delta = delta / self.divide
+        return delta if self.multiply is None else delta * self.multiply
+
+
 class SAE(torch.nn.Module):
     """Base class of all SAE architectures (built-in and from plugins).
 
@@ -63,8 +87,10 @@ class SAE(torch.nn.Module):
         dtype = cfg.torch_dtype
         self.W_enc = torch.nn.Parameter(torch.zeros(cfg.d_in, cfg.d_sae, dtype=dtype))
         self.b_enc = torch.nn.Parameter(torch.zeros(cfg.d_sae, dtype=dtype))
-        self.W_dec = torch.nn.Parameter(torch.zeros(cfg.d_sae, cfg.d_in, dtype=dtype))
-        self.b_dec = torch.nn.Parameter(torch.zeros(cfg.d_in, dtype=dtype))
+        # A transcoder's decoder writes another site, possibly of another width (d_out).
+        out = cfg.output_width
+        self.W_dec = torch.nn.Parameter(torch.zeros(cfg.d_sae, out, dtype=dtype))
+        self.b_dec = torch.nn.Parameter(torch.zeros(out, dtype=dtype))
 
     @classmethod
     def check_config(cls, cfg: SAEConfig) -> None:
@@ -82,9 +108,84 @@ class SAE(torch.nn.Module):
         """The device of the weights."""
         return self.W_enc.device
 
-    def _sae_in(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def needs_input_to_decode(self) -> bool:
+        """Whether :meth:`decode` needs the input (``like=``): the SAE normalises each token
+        (``constant_norm_rescale``, ``layer_norm``) or reads a centred stream."""
+        cfg = self.cfg
+        return cfg.centered_input or cfg.normalize_activations in (
+            "constant_norm_rescale",
+            "layer_norm",
+        )
+
+    def normalize(self, x: torch.Tensor) -> tuple[torch.Tensor, Restore]:
+        """``x`` (cast to the SAE's dtype) as the SAE saw its training data, and how a
+        reconstruction goes back: SAELens's ``normalize_activations`` modes, after
+        TransformerLens's centring when the SAE was trained on a centred stream."""
+        cfg = self.cfg
         x = x.to(self.W_enc.dtype)
+        shift = None
+        if cfg.centered_input:
+            shift = x.mean(dim=-1, keepdim=True)
+            x = x - shift
+        mode = cfg.normalize_activations
+        if mode == "constant_norm_rescale":
+            coeff = (cfg.d_in**0.5) / x.norm(dim=-1, keepdim=True)
+            return x * coeff, Restore(divide=coeff, add=shift)
+        if mode == "layer_norm":
+            mu = x.mean(dim=-1, keepdim=True)
+            centred = x - mu
+            std = centred.std(dim=-1, keepdim=True)
+            # As SAELens: divide by std + eps, multiply back by std alone.
+            add = mu if shift is None else mu + shift
+            return centred / (std + 1e-5), Restore(multiply=std, add=add)
+        if mode == "expected_average_only_in":  # until fold_for_inference folds the factor
+            factor = float(cfg.norm_scaling_factor)
+            return x * factor, Restore(divide=factor, add=shift)
+        return x, Restore(add=shift)
+
+    def _sae_in(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.normalize(x)[0]
         return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+
+    @torch.no_grad()
+    def fold_for_inference(self) -> None:
+        """Fold settings that are a fixed rescaling into the weights, as SAELens does when it
+        loads: ``expected_average_only_in``'s factor (encoder times it, decoder and b_dec
+        divided by it) and TopK's ``rescale_acts_by_decoder_norm`` (decoder rows made unit,
+        encoder columns and b_enc multiplied by the old norms). Feature activations and
+        reconstructions are unchanged; the config then says ``none`` / ``false``, and its
+        metadata records what was folded."""
+        cfg = self.cfg
+        folded = {}
+        if cfg.normalize_activations == "expected_average_only_in":
+            factor = float(cfg.norm_scaling_factor)
+            self._scale_param("W_enc", factor)
+            self._scale_param("W_dec", 1 / factor)
+            self._scale_param("b_dec", 1 / factor)
+            folded["folded_norm_scaling_factor"] = factor
+        if cfg.rescale_acts_by_decoder_norm:
+            norms = self.W_dec.float().norm(dim=-1)
+            self._scale_param("W_enc", norms)
+            self._scale_param("b_enc", norms)
+            self._scale_param("W_dec", 1 / norms.unsqueeze(1))
+            folded["folded_decoder_norms"] = True
+        if folded:
+            self.cfg = dataclasses.replace(
+                cfg,
+                normalize_activations="none"
+                if "folded_norm_scaling_factor" in folded
+                else cfg.normalize_activations,
+                norm_scaling_factor=None,
+                rescale_acts_by_decoder_norm=False,
+                metadata={**cfg.metadata, **folded},
+            )
+
+    def _scale_param(self, name: str, factor: torch.Tensor | float) -> None:
+        # In float32 at least, so a bf16 SAE is not rounded twice.
+        param = getattr(self, name)
+        work = param.data.to(torch.promote_types(param.dtype, torch.float32))
+        param.data.copy_((work * factor).to(param.dtype))
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder pre-activations ``[..., d_sae]`` of ``x`` ``[..., d_in]`` (cast to the SAE's
@@ -156,13 +257,34 @@ class SAE(torch.nn.Module):
             w = torch.cat([w, w.new_zeros(w.shape[0], width - m)], dim=1)
         return (self._sae_in(x) @ w)[..., :m] + self.b_enc[idx]
 
-    def decode(self, f: torch.Tensor) -> torch.Tensor:
-        """Reconstruction ``[..., d_in]`` of feature activations ``f`` ``[..., d_sae]``."""
-        return f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
+    def decode(self, f: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+        """Reconstruction ``[..., d_in]`` (a transcoder: ``[..., d_out]``) of feature
+        activations ``f`` ``[..., d_sae]``, in the model's space.
+
+        ``like`` is the input ``f`` was encoded from; it is needed only when
+        :attr:`needs_input_to_decode` (a per-token normalisation or a centred stream).
+        """
+        y = f.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
+        return self.restore_for(like).apply(y)
+
+    def restore_for(self, like: torch.Tensor | None) -> Restore:
+        """How this SAE's reconstructions of ``like`` go back to the model's space."""
+        if like is not None:
+            return self.normalize(like)[1]
+        if self.needs_input_to_decode:
+            raise ValueError(
+                f"this SAE's output depends on its input (normalize_activations="
+                f"{self.cfg.normalize_activations!r}, centred={self.cfg.centered_input}): "
+                "pass like="
+            )
+        if self.cfg.normalize_activations == "expected_average_only_in":
+            return Restore(divide=float(self.cfg.norm_scaling_factor))
+        return Restore()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``decode(encode(x))``: the SAE's reconstruction of ``x``."""
-        return self.decode(self.encode(x))
+        """``decode(encode(x))``: the SAE's reconstruction of ``x`` (a transcoder: its
+        prediction of the output site)."""
+        return self.decode(self.encode(x), like=x)
 
     def decoder_rows(self, idx: torch.Tensor) -> torch.Tensor:
         """Decoder directions ``[len(idx), d_in]`` of features ``idx`` (rows of ``W_dec``)."""
@@ -172,7 +294,8 @@ class SAE(torch.nn.Module):
     def extra_repr(self) -> str:
         cfg = self.cfg
         k = f", k={cfg.k}" if cfg.k is not None else ""
-        return f"{cfg.architecture}, d_in={cfg.d_in}, d_sae={cfg.d_sae}{k}, layer={cfg.layer}"
+        out = f", d_out={cfg.d_out}" if cfg.d_out is not None else ""
+        return f"{cfg.architecture}, d_in={cfg.d_in}, d_sae={cfg.d_sae}{out}{k}, layer={cfg.layer}"
 
 
 def construct(cls: type[SAE], cfg: SAEConfig, *, where: str) -> SAE:

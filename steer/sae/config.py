@@ -84,11 +84,38 @@ class SAEConfig:
     hf_hook_name: str | None = None
     model_name: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+    # What SAELens keeps in cfg.json or its release list and steer applies: the input scale of
+    # ``expected_average_only_in`` (the factor is folded into the weights when they load),
+    # TopK's decoder-norm rescaling (folded the same way), and a transcoder's output width and
+    # the site it writes.
+    norm_scaling_factor: float | None = None
+    rescale_acts_by_decoder_norm: bool = False
+    d_out: int | None = None
+    hook_name_out: str | None = None
+    hf_hook_name_out: str | None = None
 
     @property
     def layer(self) -> int | None:
         """The block whose output the SAE reads (from the hook names), or ``None``."""
         return layer_of_hook(self.hf_hook_name, self.hook_name)
+
+    @property
+    def output_width(self) -> int:
+        """Width of what the decoder writes: ``d_out`` for a transcoder, else ``d_in``."""
+        return self.d_out if self.d_out is not None else self.d_in
+
+    @property
+    def is_transcoder(self) -> bool:
+        """Whether the SAE reads one site and writes another (a transcoder)."""
+        return self.architecture in TRANSCODER_ARCHITECTURES
+
+    @property
+    def centered_input(self) -> bool:
+        """Whether the SAE was trained on TransformerLens's centred residual stream
+        (``model_from_pretrained_kwargs.center_writing_weights: true``): its input is the
+        Hugging Face activation minus its mean over the hidden dimension."""
+        kwargs = self.metadata.get("model_from_pretrained_kwargs")
+        return isinstance(kwargs, dict) and kwargs.get("center_writing_weights") is True
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -98,6 +125,17 @@ class SAEConfig:
         return parse_dtype(self.dtype)
 
 
+# Architectures whose decoder writes a different site from the one the encoder reads.
+TRANSCODER_ARCHITECTURES = ("transcoder", "skip_transcoder", "jumprelu_transcoder")
+
+# SAELens's normalize_activations modes steer runs, and why it refuses the others.
+NORMALIZATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
+_REFUSED_NORMALIZATIONS = {
+    "covariance_whitening": "SAELens folds the whitening into the weights when training ends; "
+    "a file still marked so lacks the whitening statistics",
+}
+
+
 def check_common(cfg: SAEConfig, architecture: str, cls_name: str) -> None:
     """What every architecture requires of its config; raises ``ValueError``."""
     if cfg.architecture != architecture:
@@ -105,14 +143,64 @@ def check_common(cfg: SAEConfig, architecture: str, cls_name: str) -> None:
             f"config architecture {cfg.architecture!r} does not match {cls_name} ({architecture!r})"
         )
     for key in ("d_in", "d_sae"):
-        value = getattr(cfg, key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
-    if cfg.normalize_activations != "none":
+        _check_positive(key, getattr(cfg, key))
+    if cfg.d_out is not None:
+        _check_positive("d_out", cfg.d_out)
+    _check_normalization(cfg)
+    if cfg.rescale_acts_by_decoder_norm and architecture != "topk":
         raise ValueError(
-            f"normalize_activations {cfg.normalize_activations!r} is not supported (only 'none')"
+            f"rescale_acts_by_decoder_norm is a TopK setting; architecture {architecture!r} "
+            "does not have it"
+        )
+    if cfg.is_transcoder:
+        if cfg.centered_input:
+            raise ValueError("a transcoder trained on a centred residual stream is not supported")
+        if cfg.apply_b_dec_to_input:
+            raise ValueError(
+                "a transcoder cannot subtract b_dec from its input (apply_b_dec_to_input must "
+                "be false: b_dec lives at the output site)"
+            )
+        if cfg.normalize_activations not in ("none", "expected_average_only_in"):
+            raise ValueError(
+                f"normalize_activations {cfg.normalize_activations!r} is not supported for "
+                "transcoders (the output site has no input to take the norm from)"
+            )
+    elif cfg.d_out is not None and cfg.d_out != cfg.d_in:
+        raise ValueError(
+            f"d_out {cfg.d_out} differs from d_in {cfg.d_in}, but only a "
+            "transcoder writes a different width"
         )
     canonical_dtype(cfg.dtype)
+
+
+def _check_positive(key: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key} must be a positive integer, got {value!r}")
+
+
+def _check_normalization(cfg: SAEConfig) -> None:
+    mode = cfg.normalize_activations
+    if mode in _REFUSED_NORMALIZATIONS:
+        raise ValueError(
+            f"normalize_activations {mode!r} is not supported: {_REFUSED_NORMALIZATIONS[mode]}"
+        )
+    if mode not in NORMALIZATIONS:
+        raise ValueError(
+            f"normalize_activations {mode!r} is not a SAELens mode (known: "
+            f"{', '.join(NORMALIZATIONS)})"
+        )
+    factor = cfg.norm_scaling_factor
+    if mode == "expected_average_only_in":
+        if factor is None:
+            raise ValueError(
+                "normalize_activations 'expected_average_only_in' needs norm_scaling_factor "
+                "(SAELens keeps it in the release list: name the SAE by `release:` + `sae_id:`, "
+                "or give `norm_scaling_factor:` in the recipe's SAE entry)"
+            )
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+            raise ValueError(f"norm_scaling_factor must be a positive number, got {factor!r}")
+        if factor != factor or factor == float("inf"):
+            raise ValueError(f"norm_scaling_factor must be finite, got {factor!r}")
 
 
 def check_topk(cfg: SAEConfig) -> None:
@@ -129,4 +217,10 @@ BUILTIN_CHECKS: dict[str, Callable[[SAEConfig], None]] = {
     "standard": lambda cfg: check_common(cfg, "standard", "StandardSAE"),
     "topk": lambda cfg: (check_common(cfg, "topk", "TopKSAE"), check_topk(cfg)),
     "jumprelu": lambda cfg: check_common(cfg, "jumprelu", "JumpReLUSAE"),
+    "gated": lambda cfg: check_common(cfg, "gated", "GatedSAE"),
+    "transcoder": lambda cfg: check_common(cfg, "transcoder", "Transcoder"),
+    "skip_transcoder": lambda cfg: check_common(cfg, "skip_transcoder", "SkipTranscoder"),
+    "jumprelu_transcoder": lambda cfg: check_common(
+        cfg, "jumprelu_transcoder", "JumpReLUTranscoder"
+    ),
 }

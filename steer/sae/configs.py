@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ SPARSIFY_WEIGHTS = "sae.safetensors"
 # name; any version >= 6.0.0 makes it read our nested layout.
 SAE_LENS_VERSION = "6.0.0"
 
-DEDICATED = ("model_name", "hook_name", "hf_hook_name")  # SAEConfig fields, not metadata
+# SAEConfig fields that SAELens keeps in metadata.
+DEDICATED = ("model_name", "hook_name", "hf_hook_name", "hook_name_out", "hf_hook_name_out")
 # Metadata keys save_sae always writes, with these defaults; a loaded value equal to its
 # default is not kept in SAEConfig.metadata, so save -> load gives back an equal config.
 SAVE_DEFAULTS: dict[str, Any] = {
@@ -135,17 +137,17 @@ def _saelens_config(raw: dict[str, Any], where: str) -> SAEConfig:
         architecture = "topk"  # pre-6.0 TopK SAEs were "standard" + activation_fn_str "topk"
     elif architecture == "standard" and activation_fn not in (None, "relu"):
         raise SteerError(f"activation_fn {activation_fn!r} is not supported", where=where)
-    _refuse(raw, "reshape_activations", "none", where)
+    if raw.get("reshape_activations", "none") not in ("none", None):
+        raise SteerError(
+            f"reshape_activations {raw['reshape_activations']!r} (attention heads' hook_z) is "
+            "not supported yet: steer attaches SAEs to whole-vector sites",
+            where=where,
+        )
     _refuse(raw, "finetuning_scaling_factor", False, where)
-    _refuse(raw, "rescale_acts_by_decoder_norm", False, where)
     normalize = raw.get("normalize_activations", "none")
     if isinstance(normalize, bool) or normalize is None:  # pre-6.0: a bool
         normalize = "expected_average_only_in" if normalize else "none"
-    apply_b_dec = raw.get("apply_b_dec_to_input", True)
-    if not isinstance(apply_b_dec, bool):
-        raise SteerError(
-            f"apply_b_dec_to_input must be true or false, got {apply_b_dec!r}", where=where
-        )
+    apply_b_dec = _bool(raw, "apply_b_dec_to_input", True, where)
 
     if nested is not None:
         keep = nested
@@ -168,7 +170,47 @@ def _saelens_config(raw: dict[str, Any], where: str) -> SAEConfig:
         k=_int_or_none(k, "k", where),
         **{key: _str_or_none(lookup(key), key, where) for key in DEDICATED},
         metadata=metadata,
+        norm_scaling_factor=_number_or_none(raw.get("norm_scaling_factor"), where),
+        rescale_acts_by_decoder_norm=_bool(raw, "rescale_acts_by_decoder_norm", False, where),
+        d_out=_int_or_none(raw.get("d_out"), "d_out", where),
     )
+
+
+def _bool(raw: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise SteerError(f"{key} must be true or false, got {value!r}", where=where)
+    return value
+
+
+def _number_or_none(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SteerError(f"norm_scaling_factor must be a number, got {value!r}", where=where)
+    return float(value)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """``raw`` (a SAELens cfg.json, v6 or flat) with a release list's ``overrides`` applied:
+    as SAELens does at the top level, and also inside a v6 ``metadata`` for the keys that live
+    there (``model_from_pretrained_kwargs``, ``neuronpedia_id``...), where SAELens would drop
+    them."""
+    if not overrides:
+        return raw
+    merged = {**raw, **overrides}
+    nested = raw.get("metadata")
+    if isinstance(nested, dict):
+        top_level = set(SAEConfig.__dataclass_fields__) - set(DEDICATED) - {"metadata"}
+        moved = {k: v for k, v in overrides.items() if k not in top_level}
+        merged["metadata"] = {**nested, **moved}
+    return merged
+
+
+def saelens_config(raw: dict[str, Any], where: str) -> SAEConfig:
+    """:class:`SAEConfig` from a SAELens cfg dict (v6 or flat pre-6.0), such as the ones
+    SAELens's own loaders build for other layouts; one-line SteerErrors naming ``where``."""
+    return _saelens_config(raw, where)
 
 
 def _positive(value: int | None, key: str, where: str, *, why: str = "") -> int:
@@ -212,10 +254,34 @@ def _sparsify_config(folder: Path, raw: dict[str, Any], where: str) -> SAEConfig
     )
 
 
-def read_config(path: str | Path, pm: Any) -> tuple[Path, bool, SAEConfig]:
-    """Folder, whether it is sparsify, and its config, checked against its architecture and its
-    sizes against the weights file's size (when there is one). A built-in architecture's config
-    is checked without importing torch; a plugin's by its class (see :func:`architecture_class`)."""
+@dataclass(frozen=True)
+class Located:
+    """An SAE found on disk: where it is, which layout it is in and its config.
+
+    ``layout`` is ``"saelens"``, ``"sparsify"`` or the name of a family module
+    (:mod:`steer.sae.families`); ``path`` is the SAE's folder, or its file for layouts that
+    keep one SAE per file.
+    """
+
+    path: Path
+    layout: str
+    cfg: SAEConfig
+
+
+def read_config(path: str | Path, pm: Any, overrides: dict[str, Any] | None = None) -> Located:
+    """Where the SAE at ``path`` is, its layout, and its config (``overrides``: SAELens cfg keys
+    from a release list), checked against its architecture and its sizes against the weights
+    file's size (when there is one). A built-in architecture's config is checked without
+    importing torch; a plugin's by its class (see :func:`architecture_class`)."""
+    from steer.sae.families import family_for
+
+    given = Path(path).expanduser()
+    if given.exists() and not (given.is_dir() and (given / CFG_FILENAME).is_file()):
+        family = family_for(given)
+        if family is not None:
+            cfg = family.read_config(given, dict(overrides or {}))
+            _check_config(cfg, pm, where=str(given))
+            return Located(given, family.NAME, cfg)
     folder = _find_folder(path)
     cfg_file = folder / CFG_FILENAME
     where = str(cfg_file)
@@ -226,14 +292,11 @@ def read_config(path: str | Path, pm: Any) -> tuple[Path, bool, SAEConfig]:
         or "expansion_factor" in raw
         or ((folder / SPARSIFY_WEIGHTS).is_file() and not (folder / WEIGHTS_FILENAME).is_file())
     )
-    cfg = _sparsify_config(folder, raw, where) if is_sparsify else _saelens_config(raw, where)
-    check = BUILTIN_CHECKS.get(cfg.architecture)
-    if check is None:
-        check = architecture_class(cfg, pm, where=where).check_config
-    try:
-        check(cfg)
-    except (ValueError, TypeError) as exc:
-        raise SteerError(str(exc).splitlines()[0], where=where) from None
+    if is_sparsify:
+        cfg = _sparsify_config(folder, {**raw, **(overrides or {})}, where)
+    else:
+        cfg = _saelens_config(apply_overrides(raw, overrides), where)
+    _check_config(cfg, pm, where=where)
     if is_sparsify:
         weights, latents = folder / SPARSIFY_WEIGHTS, "num_latents"
         if not raw.get("num_latents"):
@@ -241,7 +304,17 @@ def read_config(path: str | Path, pm: Any) -> tuple[Path, bool, SAEConfig]:
     else:
         weights, latents = folder / WEIGHTS_FILENAME, "d_sae"
     _check_sizes(cfg, weights, latents, where)
-    return folder, is_sparsify, cfg
+    return Located(folder, "sparsify" if is_sparsify else "saelens", cfg)
+
+
+def _check_config(cfg: SAEConfig, pm: Any, *, where: str) -> None:
+    check = BUILTIN_CHECKS.get(cfg.architecture)
+    if check is None:
+        check = architecture_class(cfg, pm, where=where).check_config
+    try:
+        check(cfg)
+    except (ValueError, TypeError) as exc:
+        raise SteerError(str(exc).splitlines()[0], where=where) from None
 
 
 # The fewest bytes a stored weight takes (float8, uint8): a weights file holding W_enc and
@@ -283,15 +356,18 @@ def _human_bytes(n: float) -> str:
     return f"{n / 1000:.3g} TB"
 
 
-def read_sae_config(path: str | Path, *, pm: Any = None) -> SAEConfig:
+def read_sae_config(
+    path: str | Path, *, pm: Any = None, overrides: dict[str, Any] | None = None
+) -> SAEConfig:
     """The config of the SAE at ``path``, reading only its cfg.json (and, for sparsify, the
     weights file's header for the dtype) and the weights file's size, which must be able to
     hold the sizes cfg.json gives: no weights are loaded.
 
     Raises the same one-line :class:`SteerError` as :func:`load_sae` for anything wrong in
-    cfg.json. ``pm`` supplies plugin architectures (built-ins only when ``None``).
+    cfg.json. ``pm`` supplies plugin architectures (built-ins only when ``None``);
+    ``overrides`` are SAELens cfg keys from a release list (they win over the file's).
     """
-    return read_config(path, pm)[2]
+    return read_config(path, pm, overrides).cfg
 
 
 def architecture_class(cfg: SAEConfig, pm: Any, *, where: str) -> Any:

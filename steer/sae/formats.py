@@ -123,37 +123,36 @@ def _on_meta(sae: SAE) -> list[str]:
     return [name for name, tensor in named if tensor.is_meta]
 
 
-def load_sae(path: str | Path, *, pm: Any = None, device: str | torch.device = "cpu") -> SAE:
+def load_sae(
+    path: str | Path,
+    *,
+    pm: Any = None,
+    device: str | torch.device = "cpu",
+    overrides: dict[str, Any] | None = None,
+) -> SAE:
     """Load the SAE at ``path``: an SAELens folder (v6 or pre-6.0 cfg.json), a sparsify
-    hookpoint folder, or a sparsify folder holding exactly one hookpoint folder.
+    hookpoint folder (or a folder holding exactly one), or a file or folder in one of the
+    layouts of :mod:`steer.sae.families` (GemmaScope, Llama Scope, dictionary_learning, ...).
 
-    Weights are cast to the cfg.json dtype and moved to ``device``. ``pm`` supplies plugin
-    architectures (built-ins only when ``None``). Anything wrong raises a one-line
-    :class:`SteerError` naming the file and the problem, and before anything the size of the
-    SAE is allocated: sizes the weights file cannot hold, tensors missing or of the wrong shape
-    (read from the file's header), and weights that hold NaN or infinity.
+    ``overrides`` are SAELens cfg keys from a release list; they win over the files'.
+    Weights are cast to the config's dtype and moved to ``device``; settings that are a fixed
+    rescaling (``expected_average_only_in``, ``rescale_acts_by_decoder_norm``) are folded into
+    them (:meth:`SAE.fold_for_inference`). ``pm`` supplies plugin architectures (built-ins
+    only when ``None``). Anything wrong raises a one-line :class:`SteerError` naming the file
+    and the problem, before the size of the SAE is allocated where the file's header can tell:
+    sizes the weights file cannot hold, tensors missing or of the wrong shape, and weights that
+    hold NaN or infinity.
     """
-    folder, is_sparsify, cfg = read_config(path, pm)
-    where = str(folder / CFG_FILENAME)
+    located = read_config(path, pm, overrides)
+    cfg, folder = located.cfg, located.path
+    where = str(folder / CFG_FILENAME) if located.layout in ("saelens", "sparsify") else str(folder)
     cls = architecture_class(cfg, pm, where=where)
-    file = folder / (SPARSIFY_WEIGHTS if is_sparsify else WEIGHTS_FILENAME)
-    if not file.is_file():
-        raise SteerError(f"weights file {file.name} is missing", where=str(folder))
     sae = _skeleton(cls, cfg, where)
-    dtype = cfg.torch_dtype
-    if is_sparsify:
-        n, d = cfg.d_sae, cfg.d_in
-        expected = {"encoder.weight": (n, d), "encoder.bias": (n,), "W_dec": (n, d), "b_dec": (d,)}
-        raw = _read_tensors(file, expected, f"d_in={d}, num_latents={n}", dtype)
-        tensors = {
-            "W_enc": raw["encoder.weight"].T.contiguous(),  # sparsify stores it [n, d_in]
-            "b_enc": raw["encoder.bias"],
-            "W_dec": raw["W_dec"],
-            "b_dec": raw["b_dec"],
-        }
+    expected = {name: tuple(t.shape) for name, t in sae.state_dict().items()}
+    if located.layout in ("saelens", "sparsify"):
+        tensors = _read_folder(located, expected)
     else:
-        expected = {name: tuple(t.shape) for name, t in sae.state_dict().items()}
-        tensors = _read_tensors(file, expected, f"d_in={cfg.d_in}, d_sae={cfg.d_sae}", dtype)
+        tensors = _read_family(located, expected)
     # assign: the file's tensors become the parameters, replacing the meta placeholders.
     sae.load_state_dict(tensors, strict=True, assign=True)
     if _on_meta(sae):
@@ -162,7 +161,58 @@ def load_sae(path: str | Path, *, pm: Any = None, device: str | torch.device = "
         # matched the config, and load into that, as steer always did.
         sae = construct(cls, cfg, where=where)
         sae.load_state_dict(tensors, strict=True, assign=True)
+    sae.fold_for_inference()
     return sae.to(device)
+
+
+def _read_folder(located: Any, expected: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """The tensors of an SAELens or sparsify folder, checked against ``expected`` shapes."""
+    cfg, folder = located.cfg, located.path
+    is_sparsify = located.layout == "sparsify"
+    file = folder / (SPARSIFY_WEIGHTS if is_sparsify else WEIGHTS_FILENAME)
+    if not file.is_file():
+        raise SteerError(f"weights file {file.name} is missing", where=str(folder))
+    dtype = cfg.torch_dtype
+    if not is_sparsify:
+        return _read_tensors(file, expected, f"d_in={cfg.d_in}, d_sae={cfg.d_sae}", dtype)
+    n, d = cfg.d_sae, cfg.d_in
+    wanted = {"encoder.weight": (n, d), "encoder.bias": (n,), "W_dec": (n, d), "b_dec": (d,)}
+    raw = _read_tensors(file, wanted, f"d_in={d}, num_latents={n}", dtype)
+    return {
+        "W_enc": raw["encoder.weight"].T.contiguous(),  # sparsify stores it [n, d_in]
+        "b_enc": raw["encoder.bias"],
+        "W_dec": raw["W_dec"],
+        "b_dec": raw["b_dec"],
+    }
+
+
+def _read_family(located: Any, expected: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """The tensors a family reader gives, checked against ``expected`` shapes and values and
+    cast to the config's dtype."""
+    from steer.sae.families import family_named
+
+    where = str(located.path)
+    tensors = family_named(located.layout).read_tensors(located.path, located.cfg)
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise SteerError(f"tensor {missing[0]!r} is missing", where=where)
+    extra = sorted(set(tensors) - set(expected))
+    if extra:
+        raise SteerError(f"unexpected tensors: {', '.join(extra)}", where=where)
+    dtype = located.cfg.torch_dtype
+    out = {}
+    for name, shape in expected.items():
+        tensor = tensors[name]
+        if tuple(tensor.shape) != shape:
+            raise SteerError(
+                f"{name} has shape {list(tensor.shape)}, the config says {list(shape)}",
+                where=where,
+            )
+        _check_finite(tensor, name, located.path, "")
+        out[name] = tensor.to(dtype).contiguous()
+        if out[name] is not tensor:
+            _check_finite(out[name], name, located.path, f" once cast to {dtype_name(dtype)}")
+    return out
 
 
 def _saelens_cfg_json(cfg: SAEConfig, extra_metadata: dict[str, Any] | None) -> dict[str, Any]:
@@ -175,6 +225,7 @@ def _saelens_cfg_json(cfg: SAEConfig, extra_metadata: dict[str, Any] | None) -> 
     out: dict[str, Any] = {
         "d_in": cfg.d_in,
         "d_sae": cfg.d_sae,
+        **({"d_out": cfg.d_out} if cfg.d_out is not None else {}),
         "dtype": dtype_name(cfg.torch_dtype),
         "device": "cpu",
         "apply_b_dec_to_input": cfg.apply_b_dec_to_input,
@@ -185,6 +236,8 @@ def _saelens_cfg_json(cfg: SAEConfig, extra_metadata: dict[str, Any] | None) -> 
     }
     if cfg.k is not None:
         out["k"] = cfg.k
+    if cfg.rescale_acts_by_decoder_norm:
+        out["rescale_acts_by_decoder_norm"] = True
     return out
 
 

@@ -6,11 +6,21 @@ from typing import Any
 
 from steer.plugins.registry import RegistryKind, registry
 from steer.sae.base import SAE
+from steer.sae.gated import GatedSAE
 from steer.sae.jumprelu import JumpReLUSAE
 from steer.sae.standard import StandardSAE
 from steer.sae.topk import TopKSAE
+from steer.sae.transcoder import JumpReLUTranscoder, SkipTranscoder, Transcoder
 
-BUILTIN_ARCHITECTURES: tuple[type[SAE], ...] = (StandardSAE, TopKSAE, JumpReLUSAE)
+BUILTIN_ARCHITECTURES: tuple[type[SAE], ...] = (
+    StandardSAE,
+    TopKSAE,
+    JumpReLUSAE,
+    GatedSAE,
+    Transcoder,
+    SkipTranscoder,
+    JumpReLUTranscoder,
+)
 
 SAE_ARCHITECTURES: RegistryKind[type[SAE]] = RegistryKind(
     hook="steer_register_sae_architectures",
@@ -25,7 +35,8 @@ SAE_ARCHITECTURES: RegistryKind[type[SAE]] = RegistryKind(
 def get_architectures(pm: Any = None) -> dict[str, type[SAE]]:
     """Architecture name (cfg.json ``architecture``) -> SAE class.
 
-    With ``pm=None`` only the built-ins (``standard``, ``topk``, ``jumprelu``); with a plugin
+    With ``pm=None`` only the built-ins (``standard``, ``topk``, ``jumprelu``, ``gated`` and
+    the transcoders); with a plugin
     manager, also every class its plugins register through
     ``steer_register_sae_architectures``. A name registered twice raises
     :class:`~steer.errors.SteerError` naming both plugins.

@@ -50,7 +50,10 @@ def _double_sae(seed=0):
 def test_builtins_only_without_pm():
     archs = get_architectures()
     assert archs == {cls.architecture: cls for cls in BUILTIN_ARCHITECTURES}
-    assert sorted(archs) == ["jumprelu", "standard", "topk"]
+    assert sorted(archs) == [
+        "gated", "jumprelu", "jumprelu_transcoder", "skip_transcoder", "standard", "topk",
+        "transcoder",
+    ]  # fmt: skip
 
 
 def test_plugin_architecture_loads(tmp_path):
@@ -101,5 +104,5 @@ def test_plugin_registering_a_non_architecture(bad):
             register(bad)
 
     pm = _pm(("bad", BadPlugin()))
-    assert set(get_architectures(pm)) == {"standard", "topk", "jumprelu"}
+    assert set(get_architectures(pm)) == {cls.architecture for cls in BUILTIN_ARCHITECTURES}
     assert "plugin 'bad' registered a bad SAE architecture" in pm.failures[0].error

@@ -129,8 +129,10 @@ def test_decoder_rows(make_sae):
 def test_unsupported_normalization_refused():
     from steer.sae.standard import StandardSAE
 
-    cfg = SAEConfig(architecture="standard", d_in=4, d_sae=8, normalize_activations="layer_norm")
-    with pytest.raises(ValueError, match="normalize_activations 'layer_norm' is not supported"):
+    cfg = SAEConfig(
+        architecture="standard", d_in=4, d_sae=8, normalize_activations="covariance_whitening"
+    )
+    with pytest.raises(ValueError, match="'covariance_whitening' is not supported: SAELens folds"):
         StandardSAE(cfg)
 
 
