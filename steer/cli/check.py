@@ -79,14 +79,20 @@ def _pinpoint(path: Path) -> str:
     from steer.plugins.manager import get_plugin_manager
     from steer.plugins.registry import registry
     from steer.sae import read_sae_config
-    from steer.sae.sources import resolve_sae_path
+    from steer.sae.sources import resolve_sae_path, sae_overrides
 
     recipe = load_pinpoint_recipe(path)
     pm = get_plugin_manager()
     registry(pm, ATTRIBUTION_METHODS).get(recipe.method, where="method")
     for i, spec in enumerate(recipe.saes):
-        if spec.hf is None:  # an SAE on the Hub is checked when it is downloaded
-            read_sae_config(resolve_sae_path(spec, where=f"saes[{i}]"), pm=pm)
+        where = f"saes[{i}]"
+        if spec.release is not None:
+            from steer.sae.releases import find_release
+
+            find_release(spec.release, spec.sae_id, where=where)  # the names, without a download
+        if not spec.remote:  # an SAE on the Hub is checked when it is downloaded
+            overrides = sae_overrides(spec, where=where)
+            read_sae_config(resolve_sae_path(spec, where=where), pm=pm, overrides=overrides)
     check_model_name(recipe.model)
     return f"{len(recipe.prompts)} prompts, {len(recipe.saes)} SAEs, method {recipe.method}"
 

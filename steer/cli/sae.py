@@ -10,21 +10,35 @@ import typer
 from rich.table import Table
 
 from steer.cli.common import debug_option, err_console, model_option, out_console, texts_option
+from steer.errors import SteerError
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``sae`` group (``list``, ``eval``) to the ``steer`` app."""
-    group = typer.Typer(help="Sparse autoencoders: list the available ones.", no_args_is_help=True)
+    """Add the ``sae`` group (``list``, ``eval``, ``convert``) to the ``steer`` app."""
+    group = typer.Typer(
+        help="Sparse autoencoders: list, evaluate and convert them.", no_args_is_help=True
+    )
     group.command("list")(sae_list)
     group.command("eval")(sae_eval)
+    group.command("convert")(sae_convert)
     app.add_typer(group, name="sae")
 
 
-def sae_list(debug: bool = debug_option()) -> None:
-    """Show the SAEs shipped with steer, with their paths."""
+def sae_list(
+    release: str | None = typer.Option(
+        None,
+        "--release",
+        help="List the SAE ids of this SAELens release; 'all' lists the releases.",
+    ),
+    debug: bool = debug_option(),
+) -> None:
+    """Show the SAEs shipped with steer, with their paths (or a SAELens release's SAEs)."""
     from steer.sae import read_sae_config
     from steer.sae.sources import builtin_saes
 
+    if release is not None:
+        _list_release(release)
+        return
     shipped = builtin_saes()
     if not shipped:
         typer.echo("no SAEs are shipped yet; give a recipe `path:` to an SAE folder")
@@ -75,3 +89,51 @@ def sae_eval(
         if isinstance(value, (int, float)):
             table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     out_console().print(table)
+
+
+def _list_release(name: str) -> None:
+    from steer.sae.releases import REFUSED_LAYOUTS, find_release, release_list
+
+    releases = release_list()
+    if name == "all":
+        for release in releases.values():
+            layout = release.conversion_func or "sae_lens"
+            note = "refused" if layout in REFUSED_LAYOUTS else "reads"
+            typer.echo(f"{release.name}\t{release.model}\t{layout} ({note})\t{len(release.paths)}")
+        return
+    first = next(iter(releases[name].paths), "") if name in releases else ""
+    found = find_release(name, first, where="")
+    for sae_id, path in found.paths.items():
+        typer.echo(f"{sae_id}\t{found.repo_id}/{path}")
+
+
+def sae_convert(
+    source: str = typer.Argument(
+        ...,
+        help="Builtin name, SAE folder or file in any layout steer reads, or a SAELens "
+        "RELEASE/SAE_ID.",
+    ),
+    out: Path = typer.Argument(..., help="New folder for the SAELens-format copy."),
+    debug: bool = debug_option(),
+) -> None:
+    """Write any SAE steer reads as a SAELens folder (cfg.json + sae_weights.safetensors).
+
+    Settings that are a fixed rescaling (a release's norm_scaling_factor, TopK decoder-norm
+    rescaling) are folded into the weights, so SAELens and steer read the copy alike.
+    """
+    from steer.io import check_writable_dir
+    from steer.sae import load_sae, save_sae
+    from steer.sae.sources import sae_source
+
+    target = out.expanduser()
+    check_writable_dir(target, what="output")
+    if target.is_dir() and any(target.iterdir()):
+        raise SteerError("is not empty; give a new folder (nothing is replaced)", where=str(out))
+    path, overrides = sae_source(source)
+    sae = load_sae(path, overrides=overrides)
+    save_sae(sae, target, extra_metadata={"converted_from": str(source)})
+    cfg = sae.cfg
+    typer.echo(
+        f"{target}: {cfg.architecture} d_in={cfg.d_in} d_sae={cfg.d_sae} "
+        f"hook={cfg.hook_name or cfg.hf_hook_name or 'unknown'}"
+    )

@@ -108,6 +108,13 @@ class FeatureBasis(Basis):
     has_error = True
 
     def __init__(self, sae: Any):
+        if sae.needs_input_to_decode:
+            # Attribution sums activation x direction; a per-token rescale breaks that sum.
+            raise SteerError(
+                f"pinpoint needs an SAE that writes fixed directions; this one normalises each "
+                f"token (normalize_activations={sae.cfg.normalize_activations!r}, "
+                f"centred={sae.cfg.centered_input})"
+            )
         self.sae = sae
         self.directions = sae.W_dec.detach().float()
 

@@ -160,15 +160,17 @@ class SAE(torch.nn.Module):
         folded = {}
         if cfg.normalize_activations == "expected_average_only_in":
             factor = float(cfg.norm_scaling_factor)
+            # As SAELens's fold_activation_norm_scaling_factor, division included (x / f and
+            # x * (1 / f) round differently), so the folded weights are its bits.
             self._scale_param("W_enc", factor)
-            self._scale_param("W_dec", 1 / factor)
-            self._scale_param("b_dec", 1 / factor)
+            self._scale_param("W_dec", factor, divide=True)
+            self._scale_param("b_dec", factor, divide=True)
             folded["folded_norm_scaling_factor"] = factor
         if cfg.rescale_acts_by_decoder_norm:
             norms = self.W_dec.float().norm(dim=-1)
             self._scale_param("W_enc", norms)
             self._scale_param("b_enc", norms)
-            self._scale_param("W_dec", 1 / norms.unsqueeze(1))
+            self._scale_param("W_dec", norms.unsqueeze(1), divide=True)
             folded["folded_decoder_norms"] = True
         if folded:
             self.cfg = dataclasses.replace(
@@ -181,11 +183,13 @@ class SAE(torch.nn.Module):
                 metadata={**cfg.metadata, **folded},
             )
 
-    def _scale_param(self, name: str, factor: torch.Tensor | float) -> None:
+    def _scale_param(
+        self, name: str, factor: torch.Tensor | float, *, divide: bool = False
+    ) -> None:
         # In float32 at least, so a bf16 SAE is not rounded twice.
         param = getattr(self, name)
         work = param.data.to(torch.promote_types(param.dtype, torch.float32))
-        param.data.copy_((work * factor).to(param.dtype))
+        param.data.copy_((work / factor if divide else work * factor).to(param.dtype))
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder pre-activations ``[..., d_sae]`` of ``x`` ``[..., d_in]`` (cast to the SAE's

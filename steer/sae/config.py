@@ -126,7 +126,12 @@ class SAEConfig:
 
 
 # Architectures whose decoder writes a different site from the one the encoder reads.
-TRANSCODER_ARCHITECTURES = ("transcoder", "skip_transcoder", "jumprelu_transcoder")
+TRANSCODER_ARCHITECTURES = (
+    "transcoder",
+    "skip_transcoder",
+    "jumprelu_transcoder",
+    "jumprelu_skip_transcoder",
+)
 
 # SAELens's normalize_activations modes steer runs, and why it refuses the others.
 NORMALIZATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
@@ -222,5 +227,8 @@ BUILTIN_CHECKS: dict[str, Callable[[SAEConfig], None]] = {
     "skip_transcoder": lambda cfg: check_common(cfg, "skip_transcoder", "SkipTranscoder"),
     "jumprelu_transcoder": lambda cfg: check_common(
         cfg, "jumprelu_transcoder", "JumpReLUTranscoder"
+    ),
+    "jumprelu_skip_transcoder": lambda cfg: check_common(
+        cfg, "jumprelu_skip_transcoder", "JumpReLUSkipTranscoder"
     ),
 }

@@ -35,6 +35,7 @@ from steer.sae.configs import (
     read_config,
     read_sae_config,
 )
+from steer.sae.fit import check_fits_model
 
 __all__ = [
     "CFG_FILENAME",
@@ -286,29 +287,3 @@ def save_sae(
         reason = exc.strerror or str(exc)
         raise SteerError(f"cannot save the SAE: {reason}", where=str(target)) from exc
     return target
-
-
-def check_fits_model(
-    sae: SAE, *, d_model: int, n_layers: int, where: str, layer: int | None = None
-) -> None:
-    """Raise a one-line SteerError (prefixed ``where``) unless ``sae`` fits the model: its
-    ``d_in`` is the residual-stream width and its layer (``layer``, else the one its
-    hook names give) is a block of the model."""
-    cfg = sae.cfg
-    if cfg.d_in != d_model:
-        raise SteerError(
-            f"SAE d_in is {cfg.d_in} but the model's residual stream is {d_model}", where=where
-        )
-    hook = cfg.hf_hook_name or cfg.hook_name
-    if cfg.layer is None and hook is not None:
-        raise SteerError(
-            f"the SAE reads {hook!r}, not the residual stream after a block", where=where
-        )
-    layer = layer if layer is not None else cfg.layer
-    if layer is None:
-        raise SteerError("the SAE's cfg.json names no layer; give `layer:`", where=where)
-    if not 0 <= layer < n_layers:
-        raise SteerError(
-            f"the SAE's layer {layer} is out of range (the model has {n_layers} layers)",
-            where=where,
-        )

@@ -25,12 +25,13 @@ class JumpReLUSAE(SAE):
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         """``relu(pre) * (pre > threshold)``."""
-        return self._jump(pre, self.threshold)
+        return jump_relu(pre, self.threshold)
 
     def activation_columns(self, pre: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The same formula with the thresholds of features ``idx``."""
-        return self._jump(pre, self.threshold[idx])
+        return jump_relu(pre, self.threshold[idx])
 
-    @staticmethod
-    def _jump(pre: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-        return torch.relu(pre) * (pre > threshold).to(pre.dtype)
+
+def jump_relu(pre: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
+    """``relu(pre) * (pre > threshold)``: SAELens's JumpReLU at inference."""
+    return torch.relu(pre) * (pre > threshold).to(pre.dtype)

@@ -10,7 +10,12 @@ from steer.sae.gated import GatedSAE
 from steer.sae.jumprelu import JumpReLUSAE
 from steer.sae.standard import StandardSAE
 from steer.sae.topk import TopKSAE
-from steer.sae.transcoder import JumpReLUTranscoder, SkipTranscoder, Transcoder
+from steer.sae.transcoder import (
+    JumpReLUSkipTranscoder,
+    JumpReLUTranscoder,
+    SkipTranscoder,
+    Transcoder,
+)
 
 BUILTIN_ARCHITECTURES: tuple[type[SAE], ...] = (
     StandardSAE,
@@ -20,6 +25,7 @@ BUILTIN_ARCHITECTURES: tuple[type[SAE], ...] = (
     Transcoder,
     SkipTranscoder,
     JumpReLUTranscoder,
+    JumpReLUSkipTranscoder,
 )
 
 SAE_ARCHITECTURES: RegistryKind[type[SAE]] = RegistryKind(

@@ -37,8 +37,38 @@ def sae_folder(name_or_path: str | Path) -> Path:
     return folder
 
 
+def sae_source(text: str) -> tuple[Path, dict[str, Any]]:
+    """``(path, overrides)`` of an SAE given on the command line in any form steer reads: a
+    builtin name, a folder or file in any layout (:mod:`steer.sae.families`), or a SAELens
+    ``RELEASE/SAE_ID`` (``gemma-scope-2b-pt-res-canonical/layer_20/width_16k/canonical``;
+    release names hold no ``/``), fetched into the Hugging Face cache."""
+    shipped = builtin_saes()
+    if text in shipped:
+        return shipped[text], {}
+    path = Path(text).expanduser()
+    if path.exists():
+        return path, {}
+    release, _, sae_id = text.partition("/")
+    from steer.sae.releases import fetch_release_sae, release_list
+
+    if sae_id and release in release_list():
+        found = fetch_release_sae(release, sae_id, where=text)
+        return found.path, found.overrides
+    known = ", ".join(shipped) or "none"
+    raise SteerError(
+        f"no SAE named {text!r}: not a builtin (shipped: {known}), not a file or folder, "
+        "and not a SAELens RELEASE/SAE_ID"
+    )
+
+
 def resolve_sae_path(spec, *, where: str) -> Path:
-    """The local folder of the SAE a recipe's ``saes[i]`` entry names."""
+    """The local folder (or, for layouts with one SAE per file, the file) of the SAE a
+    recipe's ``saes[i]`` entry names; a ``release`` entry is fetched into the Hugging Face
+    cache (read from it alone with ``HF_HUB_OFFLINE=1``)."""
+    if getattr(spec, "release", None) is not None:
+        from steer.sae.releases import fetch_release_sae
+
+        return fetch_release_sae(spec.release, spec.sae_id, where=where).path
     if spec.path is not None:
         return Path(spec.path).expanduser()
     if spec.builtin is not None:
@@ -52,10 +82,26 @@ def resolve_sae_path(spec, *, where: str) -> Path:
     return _download(spec.hf, spec.subfolder, where=where)
 
 
+def sae_overrides(spec: Any, *, where: str) -> dict[str, Any]:
+    """The SAELens cfg keys that win over an SAE's own files for a recipe's ``saes[i]``
+    entry: its release's settings (``normalize_activations``, ``norm_scaling_factor``,
+    centring...) and the entry's own ``norm_scaling_factor``."""
+    overrides: dict[str, Any] = {}
+    if getattr(spec, "release", None) is not None:
+        from steer.sae.releases import find_release
+
+        overrides.update(
+            find_release(spec.release, spec.sae_id, where=where).overrides(spec.sae_id)
+        )
+    if getattr(spec, "norm_scaling_factor", None) is not None:
+        overrides["norm_scaling_factor"] = spec.norm_scaling_factor
+    return overrides
+
+
 def local_sae_folder(spec: Any, where: str) -> Path | None:
     """The local folder of a recipe's SAE entry; None for one on the Hugging Face hub (reports
     and link checks never go to the network)."""
-    return resolve_sae_path(spec, where=where) if spec.hf is None else None
+    return None if spec.remote else resolve_sae_path(spec, where=where)
 
 
 def dashboard_links(

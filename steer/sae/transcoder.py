@@ -12,7 +12,7 @@ import torch
 
 from steer.sae.base import SAE
 from steer.sae.config import SAEConfig
-from steer.sae.jumprelu import JumpReLUSAE
+from steer.sae.jumprelu import jump_relu
 
 
 class Transcoder(SAE):
@@ -48,7 +48,7 @@ class SkipTranscoder(Transcoder):
 
 class JumpReLUTranscoder(Transcoder):
     """A transcoder whose features are on only above their own ``threshold`` (as
-    :class:`~steer.sae.jumprelu.JumpReLUSAE`)."""
+    ``jumprelu``)."""
 
     architecture = "jumprelu_transcoder"
 
@@ -58,8 +58,14 @@ class JumpReLUTranscoder(Transcoder):
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         """``relu(pre) * (pre > threshold)``."""
-        return JumpReLUSAE._jump(pre, self.threshold)
+        return jump_relu(pre, self.threshold)
 
     def activation_columns(self, pre: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """The same formula with the thresholds of features ``idx``."""
-        return JumpReLUSAE._jump(pre, self.threshold[idx])
+        return jump_relu(pre, self.threshold[idx])
+
+
+class JumpReLUSkipTranscoder(JumpReLUTranscoder, SkipTranscoder):
+    """A JumpReLU transcoder with the linear skip path (Gemma Scope 2's affine transcoders)."""
+
+    architecture = "jumprelu_skip_transcoder"

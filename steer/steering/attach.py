@@ -8,7 +8,7 @@ from pathlib import Path
 from steer.errors import SteerError
 from steer.model import LoadedModel
 from steer.sae import SAE, check_fits_model, load_sae
-from steer.sae.sources import resolve_sae_path
+from steer.sae.sources import resolve_sae_path, sae_overrides
 from steer.steering.recipe import Recipe
 
 
@@ -18,7 +18,8 @@ def load_saes(recipe: Recipe, *, pm=None) -> dict[str, tuple[SAE, int | None]]:
     loaded: dict[str, tuple[SAE, int | None]] = {}
     for i, spec in enumerate(recipe.saes):
         where = f"saes[{i}]"
-        sae = load_sae(resolve_sae_path(spec, where=where), pm=pm)
+        path = resolve_sae_path(spec, where=where)
+        sae = load_sae(path, pm=pm, overrides=sae_overrides(spec, where=where))
         if spec.layer is not None and sae.cfg.layer is not None and spec.layer != sae.cfg.layer:
             raise SteerError(
                 f"layer {spec.layer} does not match the SAE, trained on layer {sae.cfg.layer}",
@@ -36,7 +37,7 @@ def resolve_hub_features(recipe: Recipe, saes: dict[str, tuple[SAE, int | None]]
     }
     hub: dict[str, tuple[Path, int]] = {}
     for i, spec in enumerate(recipe.saes):
-        if spec.hf is not None:
+        if spec.remote:
             # The folder is only read for labels; it is in the Hugging Face cache by now.
             folder = resolve_sae_path(spec, where=f"saes[{i}]") if spec.id in labelled else Path()
             hub[spec.id] = (folder, saes[spec.id][0].cfg.d_sae)
@@ -52,7 +53,12 @@ def attach_saes(
         sae, layer = saes[spec.id]
         where = f"saes[{i}]"
         check_fits_model(
-            sae, d_model=model.d_model, n_layers=model.n_layers, where=where, layer=layer
+            sae,
+            d_model=model.d_model,
+            n_layers=model.n_layers,
+            where=where,
+            layer=layer,
+            model_name=None if spec.allow_other_model else model.name,
         )
         attached[spec.id] = (sae.to(model.device).eval(), layer)  # check_fits_model: not None
     return attached

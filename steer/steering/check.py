@@ -13,7 +13,7 @@ from steer.errors import SteerError
 from steer.plugins.registry import registry
 from steer.sae import read_sae_config
 from steer.sae.labels import Label, load_labels, resolve_feature
-from steer.sae.sources import resolve_sae_path
+from steer.sae.sources import resolve_sae_path, sae_overrides
 from steer.steering.interventions import INTERVENTIONS
 from steer.steering.monitors import MONITORS, monitor_settings
 from steer.steering.recipe import InterventionSpec, MonitorSpec, Recipe, ResponseSpec
@@ -31,11 +31,15 @@ def check_recipe(recipe: Recipe, pm) -> Recipe:
     """
     local: dict[str, tuple[Path, int]] = {}
     for i, spec in enumerate(recipe.saes):
-        if spec.hf is not None:
-            continue  # checking would mean a download; load_saes checks it
         where = f"saes[{i}]"
+        if spec.release is not None:
+            from steer.sae.releases import find_release
+
+            find_release(spec.release, spec.sae_id, where=where)  # the names, without a download
+        if spec.remote:
+            continue  # checking would mean a download; load_saes checks it
         folder = resolve_sae_path(spec, where=where)
-        cfg = read_sae_config(folder, pm=pm)
+        cfg = read_sae_config(folder, pm=pm, overrides=sae_overrides(spec, where=where))
         local[spec.id] = (folder, cfg.d_sae)
         if spec.layer is not None and cfg.layer is not None and spec.layer != cfg.layer:
             raise SteerError(

@@ -37,7 +37,8 @@ FeatureRef = Annotated[int | str, PlainValidator(_feature_ref, json_schema_input
 
 
 class SAESpec(StrictModel):
-    """One SAE to attach. Give exactly one of ``path``, ``builtin`` or ``hf``."""
+    """One SAE to attach. Give exactly one of ``path``, ``builtin``, ``hf`` or ``release``
+    (with ``sae_id``)."""
 
     id: str = Field(min_length=1, description="Name that interventions and monitors refer to.")
     path: str | None = Field(None, description="Local SAE folder (SAELens or sparsify format).")
@@ -46,21 +47,48 @@ class SAESpec(StrictModel):
         None, description="Hugging Face repo id holding SAELens-format SAEs (needs network)."
     )
     subfolder: str | None = Field(None, description="Folder inside the `hf` repo.")
+    release: str | None = Field(
+        None,
+        min_length=1,
+        description="SAELens release name (e.g. gemma-scope-2b-pt-res-canonical); needs sae_id.",
+    )
+    sae_id: str | None = Field(
+        None,
+        min_length=1,
+        description="The SAE's id in the release (layer_20/width_16k/canonical).",
+    )
+    norm_scaling_factor: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Input scale of an `expected_average_only_in` SAE the release list lacks.",
+    )
+    allow_other_model: bool = Field(
+        False, description="Attach even though the SAE's cfg names another model."
+    )
     layer: int | None = Field(
         None, ge=0, description="Residual stream after this block; default: the SAE's cfg."
     )
 
     @model_validator(mode="after")
     def _one_source(self) -> SAESpec:
-        given = [k for k in ("path", "builtin", "hf") if getattr(self, k) is not None]
+        sources = ("path", "builtin", "hf", "release")
+        given = [k for k in sources if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(
-                "give exactly one of path, builtin or hf"
+                "give exactly one of path, builtin, hf or release"
                 + (f" (got {', '.join(given)})" if given else "")
             )
         if self.subfolder is not None and self.hf is None:
             raise ValueError("subfolder is only meaningful with hf")
+        if (self.release is None) != (self.sae_id is None):
+            raise ValueError("release and sae_id go together (SAELens names an SAE by both)")
         return self
+
+    @property
+    def remote(self) -> bool:
+        """Whether the SAE comes from the Hugging Face hub (``hf`` or ``release``)."""
+        return self.hf is not None or self.release is not None
 
 
 class GenerationSpec(StrictModel):

@@ -85,7 +85,7 @@ def evaluate_sae(
         x = hidden[mask]
         with torch.no_grad():
             feats = sae.encode(x)
-            recon = sae.decode(feats).float()
+            recon = sae.decode(feats, like=x).float()
         acc["err2"] += float((recon - x).double().pow(2).sum())
         acc["x2"] += float(x.double().pow(2).sum())
         sum_x += x.double().sum(0)

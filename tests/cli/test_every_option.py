@@ -28,6 +28,8 @@ BASE = {
     "train": ["train", "recipes/train-smollm2-res12.yaml", "--out", "{new}"],
     "pinpoint": ["pinpoint", "recipes/pinpoint-gender.yaml"],
     "sae eval": ["sae", "eval", SAE, "--data", "{texts}"],
+    "sae list": ["sae", "list"],
+    "sae convert": ["sae", "convert", SAE, "{new}"],
     "features index": ["features", "index", SAE, "--data", "{texts}", "--db", "{new_file}"],
     "features show": ["features", "show", SAE, "831"],
     "features search": ["features", "search", SAE, "the sea"],
@@ -124,6 +126,15 @@ BAD_VALUES: dict[str, dict[str, list[tuple[str, ...]]]] = {
         "--model": MODEL,
         "--max-tokens": [("0", "'--max-tokens'"), ("100", "'--max-tokens'"), ("x", "'--max-tokens'")],
         "--ce-tokens": [("0", "'--ce-tokens'"), ("-5", "'--ce-tokens'")],
+    },
+    "sae list": {
+        "--release": [*EMPTY, ("gemma-scope-2b-res", "unknown SAE release 'gemma-scope-2b-res'")],
+    },
+    "sae convert": {
+        "SOURCE": [*EMPTY, ("nope", "no SAE named 'nope'"), ("{folder}", "no cfg.json here"),
+                   ("{texts}", "is a file, not an SAE folder"),
+                   ("gpt2-small-res-jb/blocks.99.hook_resid_pre", "has no sae_id")],
+        "OUT": [*EMPTY, ("{file}", "is a file"), ("{texts_dir}", "is not empty")],
     },
     "features index": {
         "SAE": SAE_NAME,
@@ -245,10 +256,10 @@ def _argument_name(param) -> str:
 
 def test_every_option_has_bad_values():
     commands = _commands()
-    missing_commands = set(commands) - set(BAD_VALUES) - {"plugins", "sae list"}
+    missing_commands = set(commands) - set(BAD_VALUES) - {"plugins"}
     assert not missing_commands, f"no bad values for: {sorted(missing_commands)}"
     for name, command in commands.items():
-        if name in ("plugins", "sae list"):
+        if name == "plugins":
             assert not _options_with_values(command), name  # they take nothing
             continue
         untried = _options_with_values(command) - set(BAD_VALUES[name])

@@ -102,8 +102,8 @@ def test_bad_value_types(tmp_path, make_sae):
 
 def test_unknown_architecture(tmp_path, make_sae):
     folder = _good(tmp_path, make_sae)
-    _edit_cfg(folder, architecture="gated")
-    _fails(folder, "unknown SAE architecture 'gated' (known: jumprelu, standard, topk)")
+    _edit_cfg(folder, architecture="matryoshka")
+    _fails(folder, "unknown SAE architecture 'matryoshka' (known: gated, jumprelu,")
 
 
 def test_topk_without_k(tmp_path, make_sae):
@@ -115,14 +115,18 @@ def test_topk_without_k(tmp_path, make_sae):
 def test_unsupported_normalization(tmp_path, make_sae):
     folder = _good(tmp_path, make_sae)
     _edit_cfg(folder, normalize_activations="expected_average_only_in")
-    message = _fails(folder, "normalize_activations 'expected_average_only_in' is not supported")
-    assert "(only 'none')" in message
+    message = _fails(folder, "'expected_average_only_in' needs norm_scaling_factor")
+    assert "name the SAE by `release:` + `sae_id:`" in message
+    _edit_cfg(folder, normalize_activations="covariance_whitening")
+    _fails(folder, "normalize_activations 'covariance_whitening' is not supported: SAELens folds")
+    _edit_cfg(folder, normalize_activations="rms")
+    _fails(folder, "normalize_activations 'rms' is not a SAELens mode")
 
 
 def test_unsupported_reshape(tmp_path, make_sae):
     folder = _good(tmp_path, make_sae)
     _edit_cfg(folder, reshape_activations="hook_z")
-    _fails(folder, "reshape_activations 'hook_z' is not supported")
+    _fails(folder, "reshape_activations 'hook_z' (attention heads' hook_z) is not supported yet")
 
 
 def test_weights_missing(tmp_path, make_sae):

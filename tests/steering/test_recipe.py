@@ -101,7 +101,7 @@ def test_recipe_is_frozen():
         ),
         (
             recipe_with(saes=[{"id": "a", "path": "x", "builtin": "y"}]),
-            "saes[0]: give exactly one of path, builtin or hf",
+            "saes[0]: give exactly one of path, builtin, hf or release",
         ),
         (
             recipe_with(saes=[{"id": "res", "path": "x"}, {"id": "res", "path": "y"}]),

@@ -14,7 +14,8 @@ _LAYER = re.compile(r"(?:^|[^a-z0-9])(?:layer|layers|l)[._-]?(\d+)(?=$|[^0-9])",
 
 CONVERT_HINT = (
     'convert it where you trust its source: python -c "import torch, safetensors.torch as st; '
-    "st.save_file({{k: v.contiguous() for k, v in torch.load('{name}').items()}}, "
+    "o = torch.load('{name}', weights_only=False); o = getattr(o, 'state_dict', lambda: o)(); "
+    "st.save_file({{k: v.contiguous() for k, v in o.items() if torch.is_tensor(v)}}, "
     "'{stem}.safetensors')\" and give that file"
 )
 
@@ -24,8 +25,6 @@ def load_torch_file(path: Path) -> dict[str, Any]:
     (tensors, numbers, strings, lists and dicts only: steer never unpickles), or of the
     ``.safetensors`` file a user converted it to. A file that needs arbitrary pickled classes
     is a one-line SteerError saying how to convert it."""
-    import pickle
-
     import torch
 
     if path.suffix == ".safetensors":
@@ -34,10 +33,19 @@ def load_torch_file(path: Path) -> dict[str, Any]:
         with open_safetensors(path) as f:
             return {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
     try:
+        if path.stat().st_size == 0:
+            raise SteerError("is empty, not a PyTorch file", where=str(path))
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if "weights_only" in str(exc) or isinstance(exc, pickle.UnpicklingError):
+    except SteerError:
+        raise
+    except OSError as exc:
+        raise SteerError(f"cannot read it: {exc.strerror or exc}", where=str(path)) from None
+    except Exception as exc:  # torch.load raises many kinds for a damaged or foreign file
+        text = str(exc).split("WeightsUnpickler error:")[-1]  # torch's own reason, not its preamble
+        reason = (text.strip().splitlines() or [type(exc).__name__])[0]
+        # A file torch.load could unpickle but weights_only refuses names the classes it
+        # holds; anything else (garbage, a truncated archive) is simply unreadable.
+        if "weights_only" in str(exc) and "Unsupported global" in str(exc):
             hint = CONVERT_HINT.format(name=path.name, stem=path.stem)
             raise SteerError(
                 f"holds pickled Python objects, not just tensors, and steer never unpickles; "
@@ -45,8 +53,6 @@ def load_torch_file(path: Path) -> dict[str, Any]:
                 where=str(path),
             ) from None
         raise SteerError(f"not a readable PyTorch file ({reason})", where=str(path)) from None
-    except (OSError, EOFError) as exc:
-        raise SteerError(f"cannot read it ({exc})".splitlines()[0], where=str(path)) from None
     if not isinstance(data, dict):
         raise SteerError(
             f"holds a {type(data).__name__}, not a dictionary of tensors", where=str(path)

@@ -1,0 +1,83 @@
+"""Whether an SAE fits a model: the width and layer of the site it reads, and the model its
+config names."""
+
+from __future__ import annotations
+
+import re
+
+from steer.errors import SteerError
+from steer.sae.base import SAE
+
+# Model families an SAE's model_name and a model's name are told apart by. A name with none
+# of these (a test model, a local folder) is not compared.
+_FAMILIES = ("gemma", "llama", "qwen", "mistral", "mixtral", "gpt2", "pythia", "smollm", "phi",
+             "deepseek", "olmo", "gptoss", "gpt-oss")  # fmt: skip
+_SIZE = re.compile(r"(?<![a-z0-9.])(\d+(?:\.\d+)?)([mb])(?![a-z])")
+
+
+def model_names_differ(sae_model: str | None, model: str | None) -> bool:
+    """Whether the model an SAE's config names and a loaded model's name are different models:
+    both name a known family and the families or the sizes (``2b`` / ``9b``) differ. Names
+    that say neither (``test-model``, a folder) are not judged; an instruction-tuned variant
+    of the SAE's base model is the same model (SAEs are routinely used so)."""
+    if not sae_model or not model:
+        return False
+    a, b = _describe(sae_model), _describe(model)
+    if a[0] is None or b[0] is None:
+        return False
+    return a[0] != b[0] or (a[1] is not None and b[1] is not None and a[1] != b[1])
+
+
+def _describe(name: str) -> tuple[str | None, str | None]:
+    """``(family, size)`` of a model name: ``google/gemma-2-2b-it`` -> ``("gemma", "2b")``."""
+    last = name.lower().rstrip("/").split("/")[-1].removesuffix(".gguf")
+    last = last.replace("gpt2-small", "gpt2").replace("gpt-oss", "gptoss")
+    family = next((f for f in _FAMILIES if f in last), None)
+    size = _SIZE.search(last.replace("_", "-"))
+    return family, (f"{float(size.group(1)):g}{size.group(2)}" if size else None)
+
+
+def check_fits_model(
+    sae: SAE,
+    *,
+    d_model: int,
+    n_layers: int,
+    where: str,
+    layer: int | None = None,
+    model_name: str | None = None,
+) -> None:
+    """Raise a one-line SteerError (prefixed ``where``) unless ``sae`` fits the model: its
+    config does not name another model (``model_name``: the loaded model's name; ``None``
+    skips this), it reads the residual stream after a block, its ``d_in`` is that stream's
+    width and its layer (``layer``, else the one its hook names give) is a block of the
+    model."""
+    cfg = sae.cfg
+    if model_names_differ(cfg.model_name, model_name):
+        raise SteerError(
+            f"the SAE was trained on {cfg.model_name!r}, not on {model_name!r} (set "
+            "`allow_other_model: true` on the SAE entry to attach it anyway)",
+            where=where,
+        )
+    if cfg.is_transcoder:
+        raise SteerError(
+            f"the SAE is a transcoder (reads {cfg.hook_name!r}, writes {cfg.hook_name_out!r}); "
+            "steer attaches SAEs to the residual stream after a block only, so far",
+            where=where,
+        )
+    hook = cfg.hf_hook_name or cfg.hook_name
+    if cfg.layer is None and hook is not None:
+        raise SteerError(
+            f"the SAE reads {hook!r}, not the residual stream after a block", where=where
+        )
+    if cfg.d_in != d_model:
+        raise SteerError(
+            f"SAE d_in is {cfg.d_in} but the model's residual stream is {d_model}", where=where
+        )
+    layer = layer if layer is not None else cfg.layer
+    if layer is None:
+        raise SteerError("the SAE's cfg.json names no layer; give `layer:`", where=where)
+    if not 0 <= layer < n_layers:
+        raise SteerError(
+            f"the SAE's layer {layer} is out of range (the model has {n_layers} layers)",
+            where=where,
+        )
