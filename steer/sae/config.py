@@ -131,6 +131,8 @@ TRANSCODER_ARCHITECTURES = (
     "skip_transcoder",
     "jumprelu_transcoder",
     "jumprelu_skip_transcoder",
+    "topk_transcoder",
+    "topk_skip_transcoder",
 )
 
 # SAELens's normalize_activations modes steer runs, and why it refuses the others.
@@ -211,7 +213,7 @@ def _check_normalization(cfg: SAEConfig) -> None:
 def check_topk(cfg: SAEConfig) -> None:
     """TopK also requires ``1 <= k <= d_sae``."""
     if cfg.k is None:
-        raise ValueError("architecture 'topk' needs `k` (how many features stay on)")
+        raise ValueError(f"architecture {cfg.architecture!r} needs `k` (how many features stay on)")
     if isinstance(cfg.k, bool) or not isinstance(cfg.k, int) or not 1 <= cfg.k <= cfg.d_sae:
         raise ValueError(f"k must be an integer from 1 to d_sae={cfg.d_sae}, got {cfg.k!r}")
 
@@ -230,5 +232,13 @@ BUILTIN_CHECKS: dict[str, Callable[[SAEConfig], None]] = {
     ),
     "jumprelu_skip_transcoder": lambda cfg: check_common(
         cfg, "jumprelu_skip_transcoder", "JumpReLUSkipTranscoder"
+    ),
+    "topk_transcoder": lambda cfg: (
+        check_common(cfg, "topk_transcoder", "TopKTranscoder"),
+        check_topk(cfg),
+    ),
+    "topk_skip_transcoder": lambda cfg: (
+        check_common(cfg, "topk_skip_transcoder", "TopKSkipTranscoder"),
+        check_topk(cfg),
     ),
 }

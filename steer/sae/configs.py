@@ -8,7 +8,6 @@ against the class that will run it. Every problem is a one-line
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,16 @@ from typing import Any
 import safetensors
 
 from steer.errors import SteerError
-from steer.sae.config import BUILTIN_CHECKS, SAEConfig, canonical_dtype
+from steer.sae.cfg_values import (
+    bool_value,
+    dtype_value,
+    int_or_none,
+    number_or_none,
+    refuse,
+    require,
+    str_or_none,
+)
+from steer.sae.config import BUILTIN_CHECKS, SAEConfig
 from steer.sae.sizes import check_sizes as _check_sizes
 
 CFG_FILENAME = "cfg.json"
@@ -50,7 +58,6 @@ _PRE6_METADATA = {
     "dataset_trust_remote_code", "neuronpedia_id", "model_from_pretrained_kwargs",
     "model_class_name", "exclude_special_tokens", "seqpos_slice", "sae_lens_training_version",
 }  # fmt: skip
-_SPARSIFY_HOOKPOINT = re.compile(r"^(?:model\.)?(layers\.\d+(?:\..+)?)$")
 
 
 def _find_folder(path: str | Path) -> Path:
@@ -72,7 +79,9 @@ def _find_folder(path: str | Path) -> Path:
     raise SteerError(f"no {CFG_FILENAME} here (not an SAELens or sparsify folder)", where=str(p))
 
 
-def _read_json(file: Path) -> dict[str, Any]:
+def read_json(file: Path) -> dict[str, Any]:
+    """The JSON object in ``file``; a file that cannot be read, is not valid JSON or holds
+    anything but an object is a one-line SteerError naming it."""
     try:
         raw = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
@@ -84,41 +93,6 @@ def _read_json(file: Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise SteerError("must hold a JSON object", where=str(file))
     return raw
-
-
-def _require(raw: dict[str, Any], key: str, where: str) -> Any:
-    if raw.get(key) is None:
-        raise SteerError(f"missing required key {key!r}", where=where)
-    return raw[key]
-
-
-def _int_or_none(value: Any, key: str, where: str) -> int | None:
-    # JSON writers sometimes emit 32.0 for an integer; a genuine fraction is an error.
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise SteerError(f"{key} must be an integer, got {value!r}", where=where)
-
-
-def _str_or_none(value: Any, key: str, where: str) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise SteerError(f"{key} must be a string, got {value!r}", where=where)
-    return value
-
-
-def _dtype(value: Any, where: str) -> str:
-    try:
-        return canonical_dtype(value)
-    except ValueError as exc:
-        raise SteerError(str(exc), where=where) from None
-
-
-def _refuse(raw: dict[str, Any], key: str, allowed: Any, where: str) -> None:
-    """Fail for a key whose value changes the computation in a way steer does not run."""
-    value = raw.get(key, allowed)
-    if value is not None and value != allowed:
-        raise SteerError(f"{key} {value!r} is not supported (only {allowed!r})", where=where)
 
 
 def _saelens_config(raw: dict[str, Any], where: str) -> SAEConfig:
@@ -144,11 +118,11 @@ def _saelens_config(raw: dict[str, Any], where: str) -> SAEConfig:
             "not supported yet: steer attaches SAEs to whole-vector sites",
             where=where,
         )
-    _refuse(raw, "finetuning_scaling_factor", False, where)
+    refuse(raw, "finetuning_scaling_factor", False, where)
     normalize = raw.get("normalize_activations", "none")
     if isinstance(normalize, bool) or normalize is None:  # pre-6.0: a bool
         normalize = "expected_average_only_in" if normalize else "none"
-    apply_b_dec = _bool(raw, "apply_b_dec_to_input", True, where)
+    apply_b_dec = bool_value(raw, "apply_b_dec_to_input", True, where)
 
     if nested is not None:
         keep = nested
@@ -162,34 +136,19 @@ def _saelens_config(raw: dict[str, Any], where: str) -> SAEConfig:
         and not (key in SAVE_DEFAULTS and value == SAVE_DEFAULTS[key])
     }
     return SAEConfig(
-        architecture=_str_or_none(architecture, "architecture", where),
-        d_in=_int_or_none(_require(raw, "d_in", where), "d_in", where),
-        d_sae=_int_or_none(_require(raw, "d_sae", where), "d_sae", where),
-        dtype=_dtype(raw.get("dtype") or "float32", where),
+        architecture=str_or_none(architecture, "architecture", where),
+        d_in=int_or_none(require(raw, "d_in", where), "d_in", where),
+        d_sae=int_or_none(require(raw, "d_sae", where), "d_sae", where),
+        dtype=dtype_value(raw.get("dtype") or "float32", where),
         apply_b_dec_to_input=apply_b_dec,
         normalize_activations=str(normalize),
-        k=_int_or_none(k, "k", where),
-        **{key: _str_or_none(lookup(key), key, where) for key in DEDICATED},
+        k=int_or_none(k, "k", where),
+        **{key: str_or_none(lookup(key), key, where) for key in DEDICATED},
         metadata=metadata,
-        norm_scaling_factor=_number_or_none(raw.get("norm_scaling_factor"), where),
-        rescale_acts_by_decoder_norm=_bool(raw, "rescale_acts_by_decoder_norm", False, where),
-        d_out=_int_or_none(raw.get("d_out"), "d_out", where),
+        norm_scaling_factor=number_or_none(raw.get("norm_scaling_factor"), where),
+        rescale_acts_by_decoder_norm=bool_value(raw, "rescale_acts_by_decoder_norm", False, where),
+        d_out=int_or_none(raw.get("d_out"), "d_out", where),
     )
-
-
-def _bool(raw: dict[str, Any], key: str, default: bool, where: str) -> bool:
-    value = raw.get(key, default)
-    if not isinstance(value, bool):
-        raise SteerError(f"{key} must be true or false, got {value!r}", where=where)
-    return value
-
-
-def _number_or_none(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SteerError(f"norm_scaling_factor must be a number, got {value!r}", where=where)
-    return float(value)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -212,47 +171,6 @@ def saelens_config(raw: dict[str, Any], where: str) -> SAEConfig:
     """:class:`SAEConfig` from a SAELens cfg dict (v6 or flat pre-6.0), such as the ones
     SAELens's own loaders build for other layouts; one-line SteerErrors naming ``where``."""
     return _saelens_config(raw, where)
-
-
-def _positive(value: int | None, key: str, where: str, *, why: str = "") -> int:
-    if value is None or value < 1:
-        raise SteerError(f"{key} must be a positive integer{why}, got {value!r}", where=where)
-    return value
-
-
-def _sparsify_config(folder: Path, raw: dict[str, Any], where: str) -> SAEConfig:
-    """SAEConfig from a sparsify cfg.json; the hookpoint is the folder's name."""
-    d_in = _positive(_int_or_none(_require(raw, "d_in", where), "d_in", where), "d_in", where)
-    n = _int_or_none(raw.get("num_latents"), "num_latents", where) or 0
-    if n < 0:
-        raise SteerError(f"num_latents must be a positive integer (or 0), got {n}", where=where)
-    if n == 0:  # sparsify: 0 means d_in * expansion_factor
-        factor = _int_or_none(raw.get("expansion_factor", 32), "expansion_factor", where)
-        n = d_in * _positive(factor, "expansion_factor", where, why=" when num_latents is 0")
-    _refuse(raw, "activation", "topk", where)
-    for key in ("skip_connection", "transcode", "embed_skip", "gram_lookup"):
-        _refuse(raw, key, False, where)
-    hookpoint = folder.name
-    m = _SPARSIFY_HOOKPOINT.match(hookpoint)
-    hf_hook_name = f"model.{m.group(1)}" if m else None
-    layer = re.fullmatch(r"layers\.(\d+)", m.group(1)) if m else None
-    weights = folder / SPARSIFY_WEIGHTS
-    dtype = "float32"
-    if weights.is_file():  # sparsify keeps the dtype only in the weights; the header says it
-        tensors = {k: v for k, v in safetensors_header(weights).items() if k != "__metadata__"}
-        if tensors:
-            dtype = _dtype(next(iter(tensors.values())).get("dtype"), str(weights))
-    return SAEConfig(
-        architecture="topk",
-        d_in=d_in,
-        d_sae=n,
-        dtype=dtype,
-        apply_b_dec_to_input=True,  # sparsify encodes (x - b_dec) @ encoder.weight.T + bias
-        k=_int_or_none(raw.get("k"), "k", where),
-        hook_name=f"blocks.{layer.group(1)}.hook_resid_post" if layer else None,
-        hf_hook_name=hf_hook_name,
-        metadata={"converted_from": "sparsify", "sparsify_hookpoint": hookpoint},
-    )
 
 
 @dataclass(frozen=True)
@@ -286,7 +204,7 @@ def read_config(path: str | Path, pm: Any, overrides: dict[str, Any] | None = No
     folder = _find_folder(path)
     cfg_file = folder / CFG_FILENAME
     where = str(cfg_file)
-    raw = _read_json(cfg_file)
+    raw = read_json(cfg_file)
     # sparsify's cfg.json has num_latents/expansion_factor where SAELens has d_sae.
     is_sparsify = "d_sae" not in raw and (
         "num_latents" in raw
@@ -294,7 +212,9 @@ def read_config(path: str | Path, pm: Any, overrides: dict[str, Any] | None = No
         or ((folder / SPARSIFY_WEIGHTS).is_file() and not (folder / WEIGHTS_FILENAME).is_file())
     )
     if is_sparsify:
-        cfg = _sparsify_config(folder, {**raw, **(overrides or {})}, where)
+        from steer.sae.sparsify import sparsify_config  # it builds on this module's checks
+
+        cfg = sparsify_config(folder, {**raw, **(overrides or {})}, where)
     else:
         cfg = _saelens_config(apply_overrides(raw, overrides), where)
     _check_config(cfg, pm, where=where)

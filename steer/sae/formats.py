@@ -178,13 +178,12 @@ def _read_folder(located: Any, expected: dict[str, tuple[int, ...]]) -> dict[str
         return _read_tensors(file, expected, f"d_in={cfg.d_in}, d_sae={cfg.d_sae}", dtype)
     n, d = cfg.d_sae, cfg.d_in
     wanted = {"encoder.weight": (n, d), "encoder.bias": (n,), "W_dec": (n, d), "b_dec": (d,)}
+    if "W_skip" in expected:  # a transcoder's skip path, [d_out, d_in] in both libraries
+        wanted["W_skip"] = (d, d)
     raw = _read_tensors(file, wanted, f"d_in={d}, num_latents={n}", dtype)
-    return {
-        "W_enc": raw["encoder.weight"].T.contiguous(),  # sparsify stores it [n, d_in]
-        "b_enc": raw["encoder.bias"],
-        "W_dec": raw["W_dec"],
-        "b_dec": raw["b_dec"],
-    }
+    raw["W_enc"] = raw.pop("encoder.weight").T.contiguous()  # sparsify stores it [n, d_in]
+    raw["b_enc"] = raw.pop("encoder.bias")
+    return raw
 
 
 def _read_family(located: Any, expected: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:

@@ -14,6 +14,8 @@ from steer.sae.transcoder import (
     JumpReLUSkipTranscoder,
     JumpReLUTranscoder,
     SkipTranscoder,
+    TopKSkipTranscoder,
+    TopKTranscoder,
     Transcoder,
 )
 
@@ -26,6 +28,8 @@ BUILTIN_ARCHITECTURES: tuple[type[SAE], ...] = (
     SkipTranscoder,
     JumpReLUTranscoder,
     JumpReLUSkipTranscoder,
+    TopKTranscoder,
+    TopKSkipTranscoder,
 )
 
 SAE_ARCHITECTURES: RegistryKind[type[SAE]] = RegistryKind(

@@ -28,9 +28,14 @@ class TopKSAE(SAE):
 
     def activation(self, pre: torch.Tensor) -> torch.Tensor:
         """Keep the k largest of ``pre`` (ReLU'd), zero the rest."""
-        top = pre.topk(self.cfg.k, dim=-1, sorted=False)
-        return torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))
+        return topk_relu(pre, self.cfg.k)
 
     def activation_bound_columns(self, pre: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """ReLU of the features' own pre-activations: the activation if in the top k, else 0."""
         return torch.relu(pre)
+
+
+def topk_relu(pre: torch.Tensor, k: int) -> torch.Tensor:
+    """The k largest of ``pre`` along the last axis, ReLU'd, every other entry zero."""
+    top = pre.topk(k, dim=-1, sorted=False)
+    return torch.zeros_like(pre).scatter(-1, top.indices, torch.relu(top.values))

@@ -11,8 +11,9 @@ from __future__ import annotations
 import torch
 
 from steer.sae.base import SAE
-from steer.sae.config import SAEConfig
+from steer.sae.config import SAEConfig, check_topk
 from steer.sae.jumprelu import jump_relu
+from steer.sae.topk import topk_relu
 
 
 class Transcoder(SAE):
@@ -69,3 +70,29 @@ class JumpReLUSkipTranscoder(JumpReLUTranscoder, SkipTranscoder):
     """A JumpReLU transcoder with the linear skip path (Gemma Scope 2's affine transcoders)."""
 
     architecture = "jumprelu_skip_transcoder"
+
+
+class TopKTranscoder(Transcoder):
+    """A TopK transcoder (EleutherAI sparsify's ``transcode: true``): only the k largest
+    pre-activations stay on (ReLU'd), as :class:`~steer.sae.topk.TopKSAE`. steer's own
+    architecture name: SAELens has no TopK transcoder, so ``steer sae convert`` writes a
+    cfg.json only steer reads."""
+
+    architecture = "topk_transcoder"
+    columnwise = False
+
+    @classmethod
+    def check_config(cls, cfg: SAEConfig) -> None:
+        """Also require ``1 <= k <= d_sae``."""
+        super().check_config(cfg)
+        check_topk(cfg)
+
+    def activation(self, pre: torch.Tensor) -> torch.Tensor:
+        """Keep the k largest of ``pre`` (ReLU'd), zero the rest."""
+        return topk_relu(pre, self.cfg.k)
+
+
+class TopKSkipTranscoder(TopKTranscoder, SkipTranscoder):
+    """A TopK transcoder with sparsify's linear skip path (``skip_connection: true``)."""
+
+    architecture = "topk_skip_transcoder"

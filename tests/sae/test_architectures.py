@@ -51,7 +51,7 @@ def test_builtins_only_without_pm():
     archs = get_architectures()
     assert archs == {cls.architecture: cls for cls in BUILTIN_ARCHITECTURES}
     assert sorted(archs) == [
-        "gated", "jumprelu", "jumprelu_skip_transcoder", "jumprelu_transcoder", "skip_transcoder", "standard", "topk",
+        "gated", "jumprelu", "jumprelu_skip_transcoder", "jumprelu_transcoder", "skip_transcoder", "standard", "topk", "topk_skip_transcoder", "topk_transcoder",
         "transcoder",
     ]  # fmt: skip
 

@@ -35,7 +35,7 @@ def release_source(request, monkeypatch):
 
 def _cached(tmp_path, monkeypatch, release, model, hook):
     """A tiny SAELens-format SAE for ``release`` in an offline cache; its local folder."""
-    name, _, repo_id, path = release
+    _, _, repo_id, path = release
     folder = tmp_path / "made"
     sae = make_sae(d_in=16, d_sae=64, seed=2, layer=None, model_name=model, hook_name=hook)
     save_sae(sae, folder)

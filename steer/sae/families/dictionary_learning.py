@@ -20,14 +20,18 @@ trainer's ``submodule_name`` says the attention or MLP output (``attn_out_layer_
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from steer.errors import SteerError
 from steer.sae.config import SAEConfig
-from steer.sae.configs import safetensors_header
-from steer.sae.families.common import family_config, load_torch_file, require_tensors
+from steer.sae.configs import read_json
+from steer.sae.families.common import (
+    family_config,
+    load_torch_file,
+    require_tensors,
+    tensor_shapes_in,
+)
 
 NAME = "dictionary_learning"
 TITLE = "dictionary_learning (ae.pt + config.json)"
@@ -78,18 +82,6 @@ def matches(path: Path) -> bool:
     return _locate(path) is not None
 
 
-def _read_json(file: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SteerError(
-            f"cannot read it as JSON ({exc})".splitlines()[0], where=str(file)
-        ) from None
-    if not isinstance(data, dict):
-        raise SteerError("must hold a JSON object", where=str(file))
-    return data
-
-
 def _trainer(folder: Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
     """config.json's ``trainer`` and ``buffer`` sections, and the file."""
     file = folder / CONFIG
@@ -98,7 +90,7 @@ def _trainer(folder: Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
             f"{CONFIG} is missing (dictionary_learning keeps the SAE's class and layer there)",
             where=str(folder),
         )
-    config = _read_json(file)
+    config = read_json(file)
     trainer, buffer = config.get("trainer"), config.get("buffer") or {}
     if not isinstance(trainer, dict) or not isinstance(buffer, dict):
         raise SteerError(
@@ -107,16 +99,7 @@ def _trainer(folder: Path) -> tuple[dict[str, Any], dict[str, Any], Path]:
     return trainer, buffer, file
 
 
-def _shapes(weights: Path) -> dict[str, list[int]]:
-    """Each tensor's shape: from the header of a converted ``ae.safetensors`` (no torch), or
-    by loading ``ae.pt`` (tensors only, never unpickling)."""
-    if weights.suffix == ".safetensors":
-        header = safetensors_header(weights)
-        return {k: list(v.get("shape", [])) for k, v in header.items() if isinstance(v, dict)}
-    return {k: list(v.shape) for k, v in load_torch_file(weights).items() if hasattr(v, "shape")}
-
-
-def _sizes(shapes: dict[str, list[int]], weights: Path) -> tuple[int, int]:
+def _sizes(shapes: dict[str, Any], weights: Path) -> tuple[int, int]:
     """``(d_in, d_sae)``: from ``W_enc`` [d_in, d_sae] where the class stores it so, else from
     ``encoder.weight`` [d_sae, d_in] (a torch Linear)."""
     where = str(weights)
@@ -125,7 +108,7 @@ def _sizes(shapes: dict[str, list[int]], weights: Path) -> tuple[int, int]:
     else:
         require_tensors(shapes, ("encoder.weight",), where)
         name, d_in_first = "encoder.weight", False
-    if len(shapes[name]) != 2:
+    if not isinstance(shapes[name], list) or len(shapes[name]) != 2:
         raise SteerError(f"{name} has shape {shapes[name]}, expected a matrix", where=where)
     a, b = shapes[name]
     return (a, b) if d_in_first else (b, a)
@@ -157,7 +140,7 @@ def read_config(path: Path, overrides: dict[str, Any]) -> SAEConfig:
             where=str(config_file),
         )
     architecture, apply_b_dec = DICT_CLASSES[dict_class]
-    d_in, d_sae = _sizes(_shapes(weights), weights)
+    d_in, d_sae = _sizes(tensor_shapes_in(weights), weights)
     for key, value in (("activation_dim", d_in), ("dict_size", d_sae)):
         if key in trainer and trainer[key] != value:
             raise SteerError(

@@ -25,7 +25,7 @@ import numpy as np
 
 from steer.errors import SteerError
 from steer.sae.config import SAEConfig
-from steer.sae.families.common import family_config, require_tensors
+from steer.sae.families.common import family_config, hf_cache_entry, require_tensors
 
 NAME = "gemmascope"
 TITLE = "GemmaScope (params.npz)"
@@ -81,12 +81,8 @@ def locate(
     the last ``depth`` folders)."""
     # abspath, not resolve: a cached file is a symlink to a blob whose name says nothing.
     parts = Path(os.path.abspath(sae_dir)).parts
-    repo_id = repo = folder = None
-    for i, part in enumerate(parts):
-        pieces = part.split("--")
-        if len(pieces) == 3 and pieces[0] == "models" and parts[i + 1 : i + 2] == ("snapshots",):
-            repo_id = repo = f"{pieces[1]}/{pieces[2]}"
-            folder = "/".join(parts[i + 3 :])
+    repo_id, folder = hf_cache_entry(sae_dir) or (None, None)
+    repo = repo_id
     if repo is None:
         for i in reversed(range(len(parts))):
             if m := repo_name.match(parts[i]):

@@ -13,15 +13,14 @@ name (``resid_post``, ``mlp_out``, ``attn_out``, ``transcoder``) and the layer i
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from steer.errors import SteerError
 from steer.sae.config import SAEConfig
-from steer.sae.configs import open_safetensors, safetensors_header
-from steer.sae.families.common import family_config, require_tensors
+from steer.sae.configs import open_safetensors, read_json, safetensors_header
+from steer.sae.families.common import family_config, header_shapes, require_tensors
 from steer.sae.families.gemmascope import TRAINING, layer_of, locate
 
 NAME = "gemmascope2"
@@ -160,7 +159,7 @@ def read_config(path: Path, overrides: dict[str, Any]) -> SAEConfig:
     shapes = tensor_shapes(file)
     config_file = file.parent / CONFIG
     if config_file.is_file():
-        config_json, where = _read_json(config_file), str(config_file)
+        config_json, where = read_json(config_file), str(config_file)
     else:
         config_json, where = inferred_config_json(repo, folder), str(file)
     raw = saelens_cfg(folder, config_json, shapes, where)
@@ -201,12 +200,7 @@ def tensor_shapes(file: Path) -> dict[str, list[int]]:
     ones Gemma Scope 2 needs are there and 2-D where they must be."""
     if not file.is_file():
         raise SteerError(f"{file.name} is missing", where=str(file.parent))
-    header = safetensors_header(file)
-    shapes = {
-        key: value.get("shape")
-        for key, value in header.items()
-        if key != "__metadata__" and isinstance(value, dict)
-    }
+    shapes = header_shapes(safetensors_header(file))
     require_tensors(shapes, RAW_TENSORS, str(file))
     for key in ("w_enc", "w_dec"):
         shape = shapes[key]
@@ -217,17 +211,3 @@ def tensor_shapes(file: Path) -> dict[str, list[int]]:
 
 def _params_file(path: Path) -> Path:
     return path if path.name == PARAMS and not path.is_dir() else path / PARAMS
-
-
-def _read_json(file: Path) -> dict[str, Any]:
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SteerError(
-            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", where=str(file)
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SteerError(f"cannot read it: {exc}".splitlines()[0], where=str(file)) from None
-    if not isinstance(raw, dict):
-        raise SteerError("must hold a JSON object", where=str(file))
-    return raw

@@ -23,15 +23,20 @@ output does not share.
 
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 from typing import Any
 
 from steer.errors import SteerError
 from steer.sae.config import SAEConfig
-from steer.sae.configs import CFG_FILENAME, safetensors_header
-from steer.sae.families.common import family_config, load_torch_file, require_tensors
+from steer.sae.configs import CFG_FILENAME, read_json, safetensors_header
+from steer.sae.families.common import (
+    family_config,
+    header_shapes,
+    linear_sizes,
+    linear_weights,
+    load_required_tensors,
+)
 
 NAME = "llamascope"
 TITLE = "Llama Scope (hyperparams.json + checkpoints/final.safetensors; R1 Distill)"
@@ -80,40 +85,6 @@ def matches(path: Path) -> bool:
     """Whether ``path`` is a Llama Scope folder (``hyperparams.json``), a Llama Scope R1
     Distill folder (``config.json`` + ``sae_weights.safetensors``), or the weights file of one."""
     return _locate(path) is not None
-
-
-def _read_json(file: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise SteerError(
-            f"cannot read it as JSON ({exc})".splitlines()[0], where=str(file)
-        ) from None
-    if not isinstance(data, dict):
-        raise SteerError("must hold a JSON object", where=str(file))
-    return data
-
-
-def _sizes(weights: Path, header: dict[str, Any]) -> tuple[int, int]:
-    """``(d_in, d_sae)`` from the weights file's header, after checking the four linear
-    tensors are there with matching shapes (``encoder.weight`` [d_sae, d_in], ...)."""
-    require_tensors(header, LINEAR, str(weights))
-    shapes = {k: v.get("shape") if isinstance(v, dict) else None for k, v in header.items()}
-    enc = shapes["encoder.weight"] or []
-    if len(enc) != 2:
-        raise SteerError(
-            f"encoder.weight has shape {enc}, expected [d_sae, d_in]", where=str(weights)
-        )
-    d_sae, d_in = enc
-    expected = {"encoder.bias": [d_sae], "decoder.weight": [d_in, d_sae], "decoder.bias": [d_in]}
-    for name, shape in expected.items():
-        if shapes[name] != shape:
-            raise SteerError(
-                f"{name} has shape {shapes[name]}, expected {shape} "
-                f"(encoder.weight is [{d_sae}, {d_in}])",
-                where=str(weights),
-            )
-    return d_in, d_sae
 
 
 def _number(config: dict[str, Any], key: str, where: Path, label: str = "") -> float:
@@ -170,11 +141,11 @@ def read_config(path: Path, overrides: dict[str, Any]) -> SAEConfig:
     if located is None:
         raise SteerError("not a Llama Scope folder (no hyperparams.json)", where=str(path))
     kind, config_file, weights = located
-    config = _read_json(config_file)
+    config = read_json(config_file)
     if not weights.is_file():
         raise SteerError(f"weights file {weights.name} is missing", where=str(weights.parent))
     header = safetensors_header(weights)
-    d_in, d_sae = _sizes(weights, header)
+    d_in, d_sae = linear_sizes(header_shapes(header), LINEAR, str(weights))
     _check_sizes(kind, config, d_in, d_sae, config_file)
     hook_in, hook_out = config.get("hook_point_in"), config.get("hook_point_out")
     if not isinstance(hook_in, str):
@@ -229,19 +200,11 @@ def read_tensors(path: Path, cfg: SAEConfig) -> dict[str, Any]:
     if located is None:
         raise SteerError("not a Llama Scope folder (no hyperparams.json)", where=str(path))
     kind, _, weights = located
-    tensors = load_torch_file(weights)
-    names = LINEAR + ((R1_THRESHOLD,) if kind == "r1" else ())
-    require_tensors(tensors, names, str(weights))
+    tensors = load_required_tensors(weights, LINEAR + ((R1_THRESHOLD,) if kind == "r1" else ()))
     dtype = cfg.torch_dtype
-    cast = {name: tensors[name].to(dtype) for name in names}
-    out = {
-        "W_enc": cast["encoder.weight"].T,
-        "W_dec": cast["decoder.weight"].T,
-        "b_enc": cast["encoder.bias"],
-        "b_dec": cast["decoder.bias"],
-    }
-    if kind == "r1":
-        out["threshold"] = cast[R1_THRESHOLD].exp()
+    out = linear_weights(tensors, LINEAR, dtype)
+    if kind == "r1":  # cast first, as SAELens loads it, then exp
+        out["threshold"] = tensors[R1_THRESHOLD].to(dtype).exp()
         return out
     threshold = cfg.metadata.get("jump_relu_threshold")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):

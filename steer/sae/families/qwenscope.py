@@ -15,20 +15,25 @@ tensors. The file is read with ``torch.load(weights_only=True)`` (never unpickle
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from steer.errors import SteerError
 from steer.sae.config import SAEConfig
-from steer.sae.configs import safetensors_header
-from steer.sae.families.common import family_config, load_torch_file, require_tensors
+from steer.sae.families.common import (
+    hf_cache_repo,
+    linear_file_config,
+    linear_file_sizes,
+    linear_file_weights,
+)
 
 NAME = "qwenscope"
 TITLE = "Qwen Scope (layer<N>.sae.pt)"
 
-TENSORS = ("W_enc", "W_dec", "b_enc", "b_dec")
+# Stored as torch Linear layers store them (W_enc [d_sae, d_in]): encoder weight and bias,
+# decoder weight and bias.
+LINEAR = ("W_enc", "b_enc", "W_dec", "b_dec")
 _FILE = re.compile(r"^layer(\d+)\.sae\.(?:pt|safetensors)$")
 # SAELens's reading of the repo name: Qwen/SAE-Res-{model}-W{width}K-L0_{k}.
 _REPO = re.compile(r"SAE-Res-(.+)-W(\d+)K-L0_(\d+)")
@@ -39,45 +44,6 @@ def matches(path: Path) -> bool:
     """Whether ``path`` is a file named like Qwen Scope's: ``layer<N>.sae.pt`` (or the
     ``layer<N>.sae.safetensors`` it was converted to)."""
     return _FILE.match(path.name) is not None and not path.is_dir()
-
-
-def _cache_repo(path: Path) -> str | None:
-    """The repo id of the Hugging Face cache folder (``models--Org--Name``) holding ``path``."""
-    # abspath, not resolve: a cached file is a symlink to a blob whose name says nothing.
-    parts = Path(os.path.abspath(path)).parts
-    for i, part in enumerate(parts):
-        pieces = part.split("--")
-        if len(pieces) == 3 and pieces[0] == "models" and parts[i + 1 : i + 2] == ("snapshots",):
-            return f"{pieces[1]}/{pieces[2]}"
-    return None
-
-
-def _shapes(file: Path) -> dict[str, list[int]]:
-    """Each tensor's shape: from a ``.safetensors`` header (no torch), else by loading the
-    file (tensors only, never unpickling)."""
-    if file.suffix == ".safetensors":
-        header = safetensors_header(file)
-        return {k: list(v.get("shape", [])) for k, v in header.items() if isinstance(v, dict)}
-    return {k: list(v.shape) for k, v in load_torch_file(file).items() if hasattr(v, "shape")}
-
-
-def _sizes(file: Path) -> tuple[int, int]:
-    """``(d_in, d_sae)`` from ``W_enc`` [d_sae, d_in], after checking the other tensors'
-    shapes against it."""
-    where = str(file)
-    shapes = _shapes(file)
-    require_tensors(shapes, TENSORS, where)
-    if len(shapes["W_enc"]) != 2:
-        raise SteerError(f"W_enc has shape {shapes['W_enc']}, expected [d_sae, d_in]", where=where)
-    d_sae, d_in = shapes["W_enc"]
-    expected = {"W_dec": [d_in, d_sae], "b_enc": [d_sae], "b_dec": [d_in]}
-    for name, shape in expected.items():
-        if shapes[name] != shape:
-            raise SteerError(
-                f"{name} has shape {shapes[name]}, expected {shape} (W_enc is [{d_sae}, {d_in}])",
-                where=where,
-            )
-    return d_in, d_sae
 
 
 def _repo_config(path: Path) -> dict[str, Any]:
@@ -105,9 +71,9 @@ def _k_and_model(path: Path, repo_id: str | None) -> tuple[int | None, str | Non
 def read_config(path: Path, overrides: dict[str, Any]) -> SAEConfig:
     """The config of the Qwen Scope SAE in file ``path``: SAELens's ``qwen_scope`` config with
     sizes from the tensors and ``k`` from the repo's name (or a ``k`` override)."""
-    d_in, d_sae = _sizes(path)
+    sizes = linear_file_sizes(path, LINEAR)
     hinted = overrides.get("repo_id")
-    repo_id = hinted if isinstance(hinted, str) else _cache_repo(path)
+    repo_id = hinted if isinstance(hinted, str) else hf_cache_repo(path)
     k, model = _k_and_model(path, repo_id)
     if overrides.get("k") is None and k is None:
         raise SteerError(
@@ -126,26 +92,11 @@ def read_config(path: Path, overrides: dict[str, Any]) -> SAEConfig:
     }
     if repo_id is not None:
         metadata["repo_id"] = repo_id
-    raw = {
-        "architecture": "topk",
-        "k": k,
-        "d_in": d_in,
-        "d_sae": d_sae,
-        "dtype": "float32",
-        "apply_b_dec_to_input": False,
-        "normalize_activations": "none",
-        "metadata": metadata,
-    }
-    return family_config(raw, overrides, str(path))
+    return linear_file_config(
+        path, sizes, overrides, architecture="topk", k=k, dtype="float32", metadata=metadata
+    )
 
 
 def read_tensors(path: Path, cfg: SAEConfig) -> dict[str, Any]:
     """The weights under steer's names: ``W_enc`` and ``W_dec`` transposed, as SAELens does."""
-    tensors = load_torch_file(path)
-    require_tensors(tensors, TENSORS, str(path))
-    return {
-        "W_enc": tensors["W_enc"].T,
-        "W_dec": tensors["W_dec"].T,
-        "b_enc": tensors["b_enc"],
-        "b_dec": tensors["b_dec"],
-    }
+    return linear_file_weights(path, LINEAR)

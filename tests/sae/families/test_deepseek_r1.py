@@ -11,9 +11,11 @@ import shutil
 import pytest
 import safetensors.torch
 import torch
-from support.hf_cache import offline_cache_env, populate_hf_cache
+from support.hf_cache import populate_hf_cache
+from support.pickled import Stowaway
+from support.sae_files import linear_layers, load_error, save_pt
+from support.saelens_peer import assert_same_sae, saelens_peer, seeded_inputs
 
-from steer.errors import SteerError
 from steer.sae import load_sae
 from steer.sae.families import deepseek_r1, family_for
 
@@ -24,57 +26,21 @@ REPO = "qresearch/DeepSeek-R1-Distill-Llama-8B-SAE-l19"
 FILE = "DeepSeek-R1-Distill-Llama-8B-SAE-l19.pt"
 
 
-def tensors(dtype=torch.bfloat16) -> dict[str, torch.Tensor]:
-    """Seeded weights of the file's two torch Linear layers."""
-    g = torch.Generator().manual_seed(0)
-    return {
-        "encoder.weight": (torch.randn(D_SAE, D_IN, generator=g) * 0.4).to(dtype),
-        "encoder.bias": (torch.randn(D_SAE, generator=g) * 0.3 - 0.2).to(dtype),
-        "decoder.weight": (torch.randn(D_IN, D_SAE, generator=g) * 0.2).to(dtype),
-        "decoder.bias": (torch.randn(D_IN, generator=g) * 0.1).to(dtype),
-    }
+def tensors() -> dict[str, torch.Tensor]:
+    """Seeded weights of the file's two torch Linear layers, in bfloat16."""
+    return linear_layers(D_IN, D_SAE, dtype=torch.bfloat16)
 
 
 def write(path, weights=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(tensors() if weights is None else weights, path)
-    return path
-
-
-def saelens_sae(repo_id, file_name, dtype):
-    """SAELens's SAE from its own loader, built as from_pretrained_with_cfg_and_sparsity does."""
-    from sae_lens import SAE
-    from sae_lens.loading.pretrained_sae_loaders import (
-        deepseek_r1_sae_huggingface_loader,
-        handle_config_defaulting,
-    )
-
-    overrides = {"device": "cpu", "dtype": dtype, "d_in": D_IN, "d_sae": D_SAE}
-    cfg_dict, sd, _ = deepseek_r1_sae_huggingface_loader(
-        repo_id=repo_id, folder_name=file_name, cfg_overrides=overrides
-    )
-    cfg_dict = handle_config_defaulting(cfg_dict)
-    config_class = SAE.get_sae_config_class_for_architecture(cfg_dict["architecture"])
-    sae_cfg = config_class.from_dict(cfg_dict)
-    sae = SAE.get_sae_class_for_architecture(sae_cfg.architecture())(sae_cfg)
-    sae.process_state_dict_for_loading(sd)
-    sae.load_state_dict(sd, assign=True)
-    return sae.to(dtype=getattr(torch, dtype))
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    offline_cache_env(monkeypatch, folder)
-    return folder
+    return save_pt(path, tensors() if weights is None else weights)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_matches_saelens(tmp_path, cache, dtype):
     src = write(tmp_path / "src" / FILE)
     snapshot = populate_hf_cache(cache, REPO, {FILE: src})
-    theirs = saelens_sae(REPO, FILE, dtype)
-    x = torch.randn(64, D_IN, generator=torch.Generator().manual_seed(7))
+    theirs, _ = saelens_peer("deepseek_r1", REPO, FILE, dtype=dtype, d_in=D_IN, d_sae=D_SAE)
+    x = seeded_inputs(D_IN)
     copy = shutil.copy(src, tmp_path / FILE)
     overrides = {"dtype": dtype} if dtype != "bfloat16" else {}
     for path in (snapshot / FILE, copy):
@@ -84,29 +50,14 @@ def test_matches_saelens(tmp_path, cache, dtype):
         assert (cfg.hook_name, cfg.layer) == ("blocks.19.hook_resid_post", 19)
         assert cfg.model_name == "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
         assert cfg.apply_b_dec_to_input is False
-        for name, value in theirs.state_dict().items():
-            assert torch.equal(getattr(ours, name), value), name
-        with torch.no_grad():  # the same weights and formula: the same bits
-            feats = ours.encode(x)
-            assert torch.equal(feats, theirs.encode(x))
-            assert torch.equal(ours.decode(feats), theirs.decode(feats))
+        feats = assert_same_sae(ours, theirs, x)  # the same weights and formula: same bits
     assert 0.05 < (feats > 0).float().mean().item() < 0.95
-
-
-def _one_line(path, match):
-    with pytest.raises(SteerError, match=match) as err:
-        load_sae(path)
-    assert "\n" not in str(err.value)
-    return str(err.value)
-
-
-class Note:
-    """A class of the test's own: a file holding it can only be read by unpickling."""
 
 
 def test_pickled_file_is_refused_and_its_conversion_loads(tmp_path):
     weights = tensors()
-    msg = _one_line(write(tmp_path / FILE, {**weights, "note": Note()}), "steer never unpickles")
+    path = write(tmp_path / FILE, {**weights, "note": Stowaway()})
+    msg = load_error(path, "steer never unpickles")
     assert "DeepSeek-R1-Distill-Llama-8B-SAE-l19.safetensors" in msg
     converted = tmp_path / "DeepSeek-R1-Distill-Llama-8B-SAE-l19.safetensors"
     safetensors.torch.save_file(weights, str(converted))
@@ -119,13 +70,13 @@ def test_pickled_file_is_refused_and_its_conversion_loads(tmp_path):
 def test_bad_files(tmp_path):
     bad = tensors()
     del bad["encoder.bias"]
-    _one_line(write(tmp_path / "a" / FILE, bad), "tensor 'encoder.bias' is missing")
+    load_error(write(tmp_path / "a" / FILE, bad), "tensor 'encoder.bias' is missing")
     bad = tensors()
     bad["encoder.bias"] = bad["encoder.bias"][:10]
-    _one_line(write(tmp_path / "b" / FILE, bad), r"encoder.bias has shape \[10\], expected \[64\]")
+    load_error(write(tmp_path / "b" / FILE, bad), r"encoder.bias has shape \[10\], expected \[64\]")
     path = write(tmp_path / "c" / FILE)
     path.write_bytes(path.read_bytes()[:300])
-    _one_line(path, f"{FILE}: not a readable PyTorch file")
+    load_error(path, f"{FILE}: not a readable PyTorch file")
 
 
 def test_matches_its_release_only(tmp_path):

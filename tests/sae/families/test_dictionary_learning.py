@@ -11,9 +11,11 @@ import shutil
 import pytest
 import safetensors.torch
 import torch
-from support.hf_cache import offline_cache_env, populate_hf_cache
+from support.hf_cache import populate_hf_cache
+from support.pickled import Stowaway
+from support.sae_files import load_error
+from support.saelens_peer import assert_same_sae, saelens_peer, seeded_inputs
 
-from steer.errors import SteerError
 from steer.sae import load_sae, read_sae_config
 from steer.sae.families import dictionary_learning, family_for
 
@@ -70,37 +72,6 @@ def write_folder(folder, dict_class, *, tensors=None, **trainer_changes):
     return folder
 
 
-def saelens_sae(repo_id, folder_name, dtype="float32"):
-    """SAELens's SAE from its own loader, built as from_pretrained_with_cfg_and_sparsity does."""
-    from sae_lens import SAE
-    from sae_lens.loading.pretrained_sae_loaders import (
-        dictionary_learning_sae_huggingface_loader_1,
-        handle_config_defaulting,
-    )
-
-    cfg_dict, sd, _ = dictionary_learning_sae_huggingface_loader_1(
-        repo_id=repo_id, folder_name=folder_name, cfg_overrides={"device": "cpu", "dtype": dtype}
-    )
-    cfg_dict = handle_config_defaulting(cfg_dict)
-    config_class = SAE.get_sae_config_class_for_architecture(cfg_dict["architecture"])
-    sae_cfg = config_class.from_dict(cfg_dict)
-    sae = SAE.get_sae_class_for_architecture(sae_cfg.architecture())(sae_cfg)
-    sae.process_state_dict_for_loading(sd)
-    sae.load_state_dict(sd, assign=True)
-    return sae.to(dtype=getattr(torch, dtype))
-
-
-def _inputs():
-    return torch.randn(64, D_IN, generator=torch.Generator().manual_seed(7))
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    offline_cache_env(monkeypatch, folder)
-    return folder
-
-
 EXPECTED = {  # dict_class -> (architecture, apply_b_dec_to_input)
     "AutoEncoder": ("standard", True),
     "AutoEncoderTopK": ("topk", True),
@@ -117,8 +88,8 @@ def test_every_dict_class_matches_saelens(tmp_path, cache, dict_class):
     snapshot = populate_hf_cache(cache, REPO, {
         f"{FOLDER}/ae.pt": src / "ae.pt", f"{FOLDER}/config.json": src / "config.json"
     })  # fmt: skip
-    theirs = saelens_sae(REPO, FOLDER)
-    x = _inputs()
+    theirs, _ = saelens_peer("dictionary_learning_1", REPO, FOLDER)
+    x = seeded_inputs(D_IN)
     copy = shutil.copytree(src, tmp_path / "copy")
     for path in (snapshot / FOLDER, copy, copy / "ae.pt"):
         ours = load_sae(path, overrides={"repo_id": REPO})
@@ -130,19 +101,14 @@ def test_every_dict_class_matches_saelens(tmp_path, cache, dict_class):
         )  # fmt: skip
         assert cfg.k == (K if dict_class == "AutoEncoderTopK" else None)
         assert cfg.metadata["dict_class"] == dict_class and cfg.metadata["context_size"] == 128
-        for name, value in theirs.state_dict().items():
-            assert torch.equal(getattr(ours, name), value), name
-        with torch.no_grad():  # the same weights and the same formulas: the same bits
-            feats = ours.encode(x)
-            assert torch.equal(feats, theirs.encode(x))
-            assert torch.equal(ours.decode(feats), theirs.decode(feats))
+        feats = assert_same_sae(ours, theirs, x)  # the same weights and formulas
     assert 0.05 < (feats > 0).float().mean().item() < 0.95  # some features on, some off
 
 
 def test_batch_top_k_threshold_is_every_feature_s(tmp_path):
     ours = load_sae(write_folder(tmp_path / "f", "BatchTopKSAE"))
     assert torch.equal(ours.threshold, torch.full((D_SAE,), 0.4))
-    x = _inputs()
+    x = seeded_inputs(D_IN)
     with torch.no_grad():
         pre = ours.pre_acts(x)
         assert torch.equal(ours.encode(x), pre * (pre > 0.4))
@@ -159,22 +125,11 @@ def test_attention_and_mlp_submodules_keep_their_site(tmp_path):
     assert cfg.hook_name == "blocks.2.hook_mlp_out"
 
 
-def _one_line(path, match, **kwargs):
-    with pytest.raises(SteerError, match=match) as err:
-        load_sae(path, **kwargs)
-    assert "\n" not in str(err.value)
-    return str(err.value)
-
-
-class Trainer:
-    """A class of the test's own: a file holding it can only be read by unpickling."""
-
-
 def test_pickled_file_is_refused_and_its_conversion_loads(tmp_path):
     folder = write_folder(tmp_path / "f", "AutoEncoder")
     tensors = state_dict("AutoEncoder")
-    torch.save({**tensors, "trainer": Trainer()}, folder / "ae.pt")
-    msg = _one_line(folder, "steer never unpickles")
+    torch.save({**tensors, "trainer": Stowaway()}, folder / "ae.pt")
+    msg = load_error(folder, "steer never unpickles")
     assert "ae.pt" in msg and "ae.safetensors" in msg and "safetensors.torch" in msg
     # What the hint's command writes: the tensors, as safetensors (the object left behind).
     safetensors.torch.save_file(tensors, str(folder / "ae.safetensors"))
@@ -187,33 +142,33 @@ def test_pickled_file_is_refused_and_its_conversion_loads(tmp_path):
 
 def test_bad_folders(tmp_path):
     folder = write_folder(tmp_path / "a", "CrossCoder", tensors=state_dict("AutoEncoder"))
-    msg = _one_line(folder, "dict_class 'CrossCoder'")
+    msg = load_error(folder, "dict_class 'CrossCoder'")
     assert "config.json" in msg and "AutoEncoderTopK" in msg
     bad = state_dict("AutoEncoder")
     del bad["bias"]
-    _one_line(write_folder(tmp_path / "b", "AutoEncoder", tensors=bad), "'bias' .*is missing")
+    load_error(write_folder(tmp_path / "b", "AutoEncoder", tensors=bad), "'bias' .*is missing")
     bad = state_dict("GatedAutoEncoder")
     del bad["encoder.weight"]
-    _one_line(
+    load_error(
         write_folder(tmp_path / "c", "GatedAutoEncoder", tensors=bad),
         "ae.pt: tensor 'encoder.weight' is missing",
     )
     bad = state_dict("AutoEncoder")
     bad["encoder.bias"] = bad["encoder.bias"][:-1]
-    _one_line(write_folder(tmp_path / "d", "AutoEncoder", tensors=bad), r"b_enc has shape \[63\]")
-    _one_line(
+    load_error(write_folder(tmp_path / "d", "AutoEncoder", tensors=bad), r"b_enc has shape \[63\]")
+    load_error(
         write_folder(tmp_path / "e", "AutoEncoder", activation_dim=32),
         "trainer.activation_dim is 32, but the weights are d_in=16",
     )
     folder = write_folder(tmp_path / "f", "AutoEncoder")
     (folder / "ae.pt").write_bytes((folder / "ae.pt").read_bytes()[:200])
-    _one_line(folder, "ae.pt: not a readable PyTorch file")
+    load_error(folder, "ae.pt: not a readable PyTorch file")
     folder = write_folder(tmp_path / "g", "AutoEncoder")
     (folder / "config.json").unlink()
-    _one_line(folder, "config.json is missing")
+    load_error(folder, "config.json is missing")
     folder = write_folder(tmp_path / "h", "AutoEncoder")
     (folder / "config.json").write_text('{"buffer": {}}')
-    _one_line(folder, "needs a 'trainer' section")
+    load_error(folder, "needs a 'trainer' section")
 
 
 def test_matches_only_ae_files(tmp_path):

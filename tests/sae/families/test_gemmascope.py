@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from support.hf_cache import offline_cache_env, populate_hf_cache
+from support.saelens_peer import assert_same_outputs, saelens_sae
 
 from steer.errors import SteerError
 from steer.sae import families as families_pkg
@@ -19,7 +20,6 @@ from steer.sae import load_sae, read_sae_config
 from steer.sae.families import common, gemmascope
 
 loaders = pytest.importorskip("sae_lens.loading.pretrained_sae_loaders")
-saelens_sae_module = pytest.importorskip("sae_lens.saes.sae")
 
 D_IN, D_SAE = 16, 64
 X = torch.randn(8, D_IN, generator=torch.Generator().manual_seed(1))
@@ -43,36 +43,12 @@ def write_npz(file, *, seed=0, keys=None, d_out=D_IN, drop=(), extra=None, dtype
     return file
 
 
-def saelens_sae(cfg_dict, state_dict):
-    """The SAELens SAE for a loader's (cfg_dict, state_dict), built as
-    SAE.from_pretrained_with_cfg_and_sparsity builds it."""
-    sae_cls = saelens_sae_module.SAE
-    cfg_dict = loaders.handle_config_defaulting(cfg_dict)
-    sae_cfg = sae_cls.get_sae_config_class_for_architecture(cfg_dict["architecture"]).from_dict(
-        cfg_dict
-    )
-    sae = sae_cls.get_sae_class_for_architecture(sae_cfg.architecture())(sae_cfg)
-    sae.process_state_dict_for_loading(state_dict)
-    sae.load_state_dict(state_dict, assign=True)
-    return sae.eval()
-
-
 def in_cache(tmp_path, monkeypatch, repo_id, folder, **npz):
     """The snapshot folder of ``folder`` (holding a fresh params.npz) in an offline cache."""
     source = write_npz(tmp_path / "src" / "params.npz", **npz)
     snapshot = populate_hf_cache(tmp_path / "hub", repo_id, {f"{folder}/params.npz": source})
     offline_cache_env(monkeypatch, tmp_path / "hub")
     return snapshot / folder
-
-
-def assert_same_outputs(ours, theirs):
-    """Features and reconstructions identical: the same float32 operations in the same order."""
-    with torch.no_grad():
-        f_ours, f_theirs = ours.encode(X), theirs.encode(X)
-        assert 0 < int((f_ours > 0).sum()) < f_ours.numel()  # some features on, some off
-        assert torch.equal(f_ours, f_theirs)
-        assert torch.equal(ours(X), theirs(X))
-        assert torch.equal(ours.decode(f_ours), theirs.decode(f_theirs))
 
 
 SAE_CASES = {
@@ -103,13 +79,13 @@ def test_sae_matches_saelens(tmp_path, monkeypatch, case):
         assert ours.cfg.apply_b_dec_to_input is False and ours.cfg.d_out is None
         assert ours.cfg.metadata["repo_id"] == repo_id
         assert ours.cfg.metadata["folder"] == folder
-        assert_same_outputs(ours, theirs)
+        assert_same_outputs(ours, theirs, X)
     # A plain copy keeps the numbers when its folders keep the repo's names (an embedding
     # SAE is rescaled because its folder says "embedding").
     copy = shutil.copytree(sae_dir, tmp_path / "copy" / folder)
     ours = load_sae(copy)
     assert "repo_id" not in ours.cfg.metadata and ours.cfg.model_name is None
-    assert_same_outputs(ours, theirs)
+    assert_same_outputs(ours, theirs, X)
 
 
 def test_embedding_sae_is_rescaled_by_sqrt_d_in(tmp_path, monkeypatch):
@@ -139,7 +115,7 @@ def test_transcoder_matches_saelens(tmp_path, monkeypatch):
     )
     assert cfg.hook_name == "blocks.5.ln2.hook_normalized" == theirs.cfg.metadata.hook_name
     assert cfg.hook_name_out == "blocks.5.hook_mlp_out" == theirs.cfg.metadata.hook_name_out
-    assert_same_outputs(ours, theirs)
+    assert_same_outputs(ours, theirs, X)
 
 
 def test_lower_case_keys_are_renamed_as_saelens_does(tmp_path, monkeypatch):
@@ -149,7 +125,7 @@ def test_lower_case_keys_are_renamed_as_saelens_does(tmp_path, monkeypatch):
     cfg_dict, state, _ = loaders.gemma_2_sae_huggingface_loader(
         repo_id, folder, device="cpu", cfg_overrides={"d_in": D_IN, "d_sae": D_SAE}
     )
-    assert_same_outputs(load_sae(sae_dir), saelens_sae(cfg_dict, state))
+    assert_same_outputs(load_sae(sae_dir), saelens_sae(cfg_dict, state), X)
 
 
 def test_all_ones_scaling_factor_is_dropped_and_any_other_refused(tmp_path, monkeypatch):
@@ -159,7 +135,7 @@ def test_all_ones_scaling_factor_is_dropped_and_any_other_refused(tmp_path, monk
     cfg_dict, state, _ = loaders.gemma_2_sae_huggingface_loader(
         repo_id, folder, device="cpu", cfg_overrides={"d_in": D_IN, "d_sae": D_SAE}
     )
-    assert_same_outputs(load_sae(sae_dir), saelens_sae(cfg_dict, state))
+    assert_same_outputs(load_sae(sae_dir), saelens_sae(cfg_dict, state), X)
 
     write_npz(tmp_path / "other" / "params.npz", extra={"scaling_factor": np.full(D_SAE, 2.0)})
     with pytest.raises(SteerError, match="scaling_factor is not all ones") as err:

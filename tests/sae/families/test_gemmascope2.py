@@ -12,6 +12,7 @@ import pytest
 import safetensors.torch
 import torch
 from support.hf_cache import offline_cache_env, populate_hf_cache
+from support.saelens_peer import assert_same_outputs, saelens_sae
 
 from steer.errors import SteerError
 from steer.sae import families as families_pkg
@@ -21,7 +22,6 @@ from steer.sae.families import common, gemmascope2
 from steer.sae.transcoder import JumpReLUTranscoder
 
 loaders = pytest.importorskip("sae_lens.loading.pretrained_sae_loaders")
-saelens_sae_module = pytest.importorskip("sae_lens.saes.sae")
 
 D_IN, D_SAE = 16, 64
 X = torch.randn(8, D_IN, generator=torch.Generator().manual_seed(1))
@@ -95,30 +95,6 @@ def in_cache(tmp_path, monkeypatch, folder, config=None, repo_id=REPO, **params)
     return snapshot / folder
 
 
-def saelens_sae(cfg_dict, state_dict):
-    """The SAELens SAE for a loader's (cfg_dict, state_dict), built as
-    SAE.from_pretrained_with_cfg_and_sparsity builds it."""
-    sae_cls = saelens_sae_module.SAE
-    cfg_dict = loaders.handle_config_defaulting(cfg_dict)
-    sae_cfg = sae_cls.get_sae_config_class_for_architecture(cfg_dict["architecture"]).from_dict(
-        cfg_dict
-    )
-    sae = sae_cls.get_sae_class_for_architecture(sae_cfg.architecture())(sae_cfg)
-    sae.process_state_dict_for_loading(state_dict)
-    sae.load_state_dict(state_dict, assign=True)
-    return sae.eval()
-
-
-def assert_same_outputs(ours, theirs):
-    """Features and reconstructions identical: the same float32 operations in the same order."""
-    with torch.no_grad():
-        f_ours, f_theirs = ours.encode(X), theirs.encode(X)
-        assert 0 < int((f_ours > 0).sum()) < f_ours.numel()  # some features on, some off
-        assert torch.equal(f_ours, f_theirs)
-        assert torch.equal(ours(X), theirs(X))
-        assert torch.equal(ours.decode(f_ours), theirs.decode(f_theirs))
-
-
 SAE_CASES = {
     "resid_post": ("resid_post/layer_13_width_16k_l0_big", "blocks.13.hook_resid_post", "model.layers.13.output"),
     "mlp_out": ("mlp_out_all/layer_7_width_65k_l0_small", "blocks.7.hook_mlp_out", "model.layers.7.post_feedforward_layernorm.output"),
@@ -142,10 +118,10 @@ def test_sae_matches_saelens(tmp_path, monkeypatch, case, with_config):
         assert (cfg.architecture, cfg.hook_name, cfg.hf_hook_name) == ("jumprelu", hook, hf_hook)
         assert cfg.model_name == theirs.cfg.metadata.model_name == "google/gemma-3-1b-pt"
         assert cfg.metadata["repo_id"] == REPO and cfg.metadata["folder"] == folder
-        assert_same_outputs(ours, theirs)
+        assert_same_outputs(ours, theirs, X)
     # A plain copy under a name that says nothing: config.json still tells the site and layer.
     ours = load_sae(shutil.copytree(sae_dir, tmp_path / "copy" / "my-sae"))
-    assert_same_outputs(ours, theirs)
+    assert_same_outputs(ours, theirs, X)
     if with_config:
         assert (ours.cfg.hook_name, ours.cfg.hf_hook_name) == (hook, hf_hook)
         assert ours.cfg.model_name == "google/gemma-3-1b-pt" and "repo_id" not in ours.cfg.metadata
@@ -169,7 +145,7 @@ def test_transcoder_matches_saelens(tmp_path, monkeypatch, with_config):
     assert cfg.hf_hook_name == "model.layers.4.pre_feedforward_layernorm.output"
     assert cfg.hf_hook_name_out == "model.layers.4.post_feedforward_layernorm.output"
     assert cfg.hf_hook_name_out == theirs.cfg.metadata.hf_hook_name_out
-    assert_same_outputs(ours, theirs)
+    assert_same_outputs(ours, theirs, X)
 
 
 class SkipJumpReLUTranscoder(JumpReLUTranscoder):
@@ -201,9 +177,9 @@ def test_affine_transcoder_reads_as_saelens(tmp_path, monkeypatch, with_config):
     assert tensors["W_skip"].shape == (D_IN, D_IN)
     ours = SkipJumpReLUTranscoder(cfg)
     ours.load_state_dict(tensors)
-    assert_same_outputs(ours, theirs)
+    assert_same_outputs(ours, theirs, X)
     if "jumprelu_skip_transcoder" in get_architectures():
-        assert_same_outputs(load_sae(sae_dir), theirs)
+        assert_same_outputs(load_sae(sae_dir), theirs, X)
     else:  # steer has no JumpReLU transcoder with a skip path yet: refused by name
         with pytest.raises(SteerError, match="unknown SAE architecture 'jumprelu_skip_t") as err:
             load_sae(sae_dir)

@@ -10,9 +10,11 @@ import shutil
 import pytest
 import safetensors.torch
 import torch
-from support.hf_cache import offline_cache_env, populate_hf_cache
+from support.hf_cache import populate_hf_cache
+from support.pickled import Stowaway
+from support.sae_files import linear_layers, load_error, save_pt
+from support.saelens_peer import assert_same_sae, saelens_peer, seeded_inputs
 
-from steer.errors import SteerError
 from steer.sae import load_sae, read_sae_config
 from steer.sae.families import family_for, goodfire
 
@@ -23,57 +25,21 @@ REPO = "Goodfire/Llama-3.1-8B-Instruct-SAE-l19"
 FILE = "Llama-3.1-8B-Instruct-SAE-l19.pth"
 
 
-def tensors(dtype=torch.float32) -> dict[str, torch.Tensor]:
+def tensors() -> dict[str, torch.Tensor]:
     """Seeded weights of Goodfire's two torch Linear layers."""
-    g = torch.Generator().manual_seed(0)
-    return {
-        "encoder_linear.weight": (torch.randn(D_SAE, D_IN, generator=g) * 0.4).to(dtype),
-        "encoder_linear.bias": (torch.randn(D_SAE, generator=g) * 0.3 - 0.2).to(dtype),
-        "decoder_linear.weight": (torch.randn(D_IN, D_SAE, generator=g) * 0.2).to(dtype),
-        "decoder_linear.bias": (torch.randn(D_IN, generator=g) * 0.1).to(dtype),
-    }
+    return linear_layers(D_IN, D_SAE, encoder="encoder_linear", decoder="decoder_linear")
 
 
 def write(path, weights=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(tensors() if weights is None else weights, path)
-    return path
-
-
-def saelens_sae(repo_id, file_name, dtype="float32"):
-    """SAELens's SAE from its own loader, built as from_pretrained_with_cfg_and_sparsity does."""
-    from sae_lens import SAE
-    from sae_lens.loading.pretrained_sae_loaders import (
-        get_goodfire_huggingface_loader,
-        handle_config_defaulting,
-    )
-
-    overrides = {"device": "cpu", "dtype": dtype, "d_in": D_IN, "d_sae": D_SAE}
-    cfg_dict, sd, _ = get_goodfire_huggingface_loader(
-        repo_id=repo_id, folder_name=file_name, cfg_overrides=overrides
-    )
-    cfg_dict = handle_config_defaulting(cfg_dict)
-    config_class = SAE.get_sae_config_class_for_architecture(cfg_dict["architecture"])
-    sae_cfg = config_class.from_dict(cfg_dict)
-    sae = SAE.get_sae_class_for_architecture(sae_cfg.architecture())(sae_cfg)
-    sae.process_state_dict_for_loading(sd)
-    sae.load_state_dict(sd, assign=True)
-    return sae.to(dtype=getattr(torch, dtype))
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    offline_cache_env(monkeypatch, folder)
-    return folder
+    return save_pt(path, tensors() if weights is None else weights)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_matches_saelens(tmp_path, cache, dtype):
     src = write(tmp_path / "src" / FILE)
     snapshot = populate_hf_cache(cache, REPO, {FILE: src})
-    theirs = saelens_sae(REPO, FILE, dtype)
-    x = torch.randn(64, D_IN, generator=torch.Generator().manual_seed(7))
+    theirs, _ = saelens_peer("goodfire", REPO, FILE, dtype=dtype, d_in=D_IN, d_sae=D_SAE)
+    x = seeded_inputs(D_IN)
     copy = shutil.copy(src, tmp_path / FILE)
     for path in (snapshot / FILE, copy):
         ours = load_sae(path, overrides={"dtype": dtype} if dtype != "float32" else {})
@@ -83,12 +49,7 @@ def test_matches_saelens(tmp_path, cache, dtype):
         assert cfg.model_name == "meta-llama/Llama-3.1-8B-Instruct"
         assert cfg.apply_b_dec_to_input is False
         assert cfg.metadata["dataset_path"] == "lmsys/lmsys-chat-1m"
-        for name, value in theirs.state_dict().items():
-            assert torch.equal(getattr(ours, name), value), name
-        with torch.no_grad():  # the same weights and formula: the same bits
-            feats = ours.encode(x)
-            assert torch.equal(feats, theirs.encode(x))
-            assert torch.equal(ours.decode(feats), theirs.decode(feats))
+        feats = assert_same_sae(ours, theirs, x)  # the same weights and formula: same bits
     assert 0.05 < (feats > 0).float().mean().item() < 0.95
 
 
@@ -105,10 +66,6 @@ def test_names_give_the_layer_and_model(tmp_path):
     assert cfg.model_name == "mistralai/Mistral-7B-v0.1" and cfg.metadata["repo_id"] == "Goodfire/x"
 
 
-class Config:
-    """A class of the test's own: a file holding it can only be read by unpickling."""
-
-
 class Autoencoder(torch.nn.Module):
     """A whole module saved with torch.save, as some SAE files are."""
 
@@ -118,22 +75,15 @@ class Autoencoder(torch.nn.Module):
         self.decoder_linear = torch.nn.Linear(D_SAE, D_IN)
 
 
-def _one_line(path, match):
-    with pytest.raises(SteerError, match=match) as err:
-        load_sae(path)
-    assert "\n" not in str(err.value)
-    return str(err.value)
-
-
 def test_pickled_file_is_refused_and_its_conversion_loads(tmp_path):
     weights = tensors()
-    path = write(tmp_path / FILE, {**weights, "config": Config()})
-    msg = _one_line(path, "steer never unpickles")
+    path = write(tmp_path / FILE, {**weights, "config": Stowaway()})
+    msg = load_error(path, "steer never unpickles")
     assert FILE in msg and "Llama-3.1-8B-Instruct-SAE-l19.safetensors" in msg
     module = tmp_path / "module" / FILE
     module.parent.mkdir()
     torch.save(Autoencoder(), module)
-    _one_line(module, "steer never unpickles")
+    load_error(module, "steer never unpickles")
     converted = tmp_path / "Llama-3.1-8B-Instruct-SAE-l19.safetensors"
     safetensors.torch.save_file(weights, str(converted))
     assert family_for(converted) is goodfire
@@ -145,17 +95,17 @@ def test_pickled_file_is_refused_and_its_conversion_loads(tmp_path):
 def test_bad_files(tmp_path):
     bad = tensors()
     del bad["decoder_linear.bias"]
-    _one_line(write(tmp_path / "a" / FILE, bad), "tensor 'decoder_linear.bias' is missing")
+    load_error(write(tmp_path / "a" / FILE, bad), "tensor 'decoder_linear.bias' is missing")
     bad = tensors()
     bad["decoder_linear.weight"] = bad["decoder_linear.weight"].T.contiguous()
-    _one_line(
+    load_error(
         write(tmp_path / "b" / FILE, bad),
         r"decoder_linear.weight has shape \[64, 16\], expected \[16, 64\]",
     )
     path = write(tmp_path / "c" / FILE)
     path.write_bytes(path.read_bytes()[:300])
-    _one_line(path, f"{FILE}: not a readable PyTorch file")
-    _one_line(write(tmp_path / "d" / FILE, [torch.ones(2)]), "holds a list")
+    load_error(path, f"{FILE}: not a readable PyTorch file")
+    load_error(write(tmp_path / "d" / FILE, [torch.ones(2)]), "holds a list")
 
 
 def test_matches_goodfire_names_only(tmp_path):

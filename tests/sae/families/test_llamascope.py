@@ -13,7 +13,9 @@ import sys
 import pytest
 import safetensors.torch
 import torch
-from support.hf_cache import offline_cache_env, populate_hf_cache
+from support.hf_cache import populate_hf_cache
+from support.sae_files import linear_layers, load_error
+from support.saelens_peer import saelens_peer
 
 from steer.errors import SteerError
 from steer.sae import load_sae, read_sae_config
@@ -30,13 +32,7 @@ R1_NORM = 1.25  # the R1 file's norm tensor: factor 4 / 1.25 = 3.2, exact in bin
 
 
 def _linear(dtype: torch.dtype, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return {
-        "encoder.weight": (torch.randn(D_SAE, D_IN, generator=g) * 0.3).to(dtype),
-        "encoder.bias": (torch.randn(D_SAE, generator=g) * 0.3 - 0.2).to(dtype),
-        "decoder.weight": (torch.randn(D_IN, D_SAE, generator=g) * 0.2).to(dtype),
-        "decoder.bias": (torch.randn(D_IN, generator=g) * 0.1).to(dtype),
-    }
+    return linear_layers(D_IN, D_SAE, dtype=dtype, seed=seed, encoder_scale=0.3)
 
 
 def write_v1(folder, *, tensors=None, **changes):
@@ -78,31 +74,6 @@ def write_r1(folder, *, with_norm=True, **changes):
     return folder
 
 
-def saelens_sae(loader_name, repo_id, folder_name, dtype, norm_scaling_factor):
-    """SAELens's SAE from its own loader, built as from_pretrained_with_cfg_and_sparsity does
-    (the release list's factor folded in; ``dtype`` is from_pretrained's, which overrides)."""
-    from sae_lens import SAE
-    from sae_lens.loading.pretrained_sae_loaders import (
-        NAMED_PRETRAINED_SAE_LOADERS,
-        handle_config_defaulting,
-    )
-
-    overrides = {"device": "cpu", "dtype": dtype}
-    loaded, state_dict, _ = NAMED_PRETRAINED_SAE_LOADERS[loader_name](
-        repo_id=repo_id, folder_name=folder_name, device="cpu", cfg_overrides=overrides
-    )
-    cfg_dict = handle_config_defaulting(dict(loaded))
-    sae_cfg = SAE.get_sae_config_class_for_architecture(cfg_dict["architecture"]).from_dict(
-        cfg_dict
-    )
-    sae = SAE.get_sae_class_for_architecture(sae_cfg.architecture())(sae_cfg)
-    sae.process_state_dict_for_loading(state_dict)
-    sae.load_state_dict(state_dict, assign=True)
-    if cfg_dict.get("normalize_activations") == "expected_average_only_in":
-        sae.fold_activation_norm_scaling_factor(norm_scaling_factor)
-    return sae.to(dtype=getattr(torch, dtype)), loaded
-
-
 def _inputs(dtype):
     g = torch.Generator().manual_seed(7)
     x = torch.randn(64, D_IN, generator=g)
@@ -125,13 +96,6 @@ def _compare(ours, theirs, x):
     return f_ours
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    offline_cache_env(monkeypatch, folder)
-    return folder
-
-
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_llama_scope_matches_saelens(tmp_path, cache, dtype):
     src = write_v1(tmp_path / "src" / FOLDER)
@@ -140,7 +104,9 @@ def test_llama_scope_matches_saelens(tmp_path, cache, dtype):
         f"{FOLDER}/checkpoints/final.safetensors": src / "checkpoints" / "final.safetensors",
     })  # fmt: skip
     factor = D_IN**0.5 / AVG_NORM  # what the release list holds (sqrt(d_model) / norm)
-    theirs, cfg_dict = saelens_sae("llama_scope", REPO, FOLDER, dtype, factor)
+    theirs, cfg_dict = saelens_peer(
+        "llama_scope", REPO, FOLDER, dtype=dtype, norm_scaling_factor=factor
+    )
     release = {"norm_scaling_factor": factor, "repo_id": REPO, "release": "llama_scope_lxr_8x"}
     if dtype == "float32":
         release["dtype"] = "float32"  # from_pretrained's default dtype, as an override
@@ -183,7 +149,7 @@ def test_release_factor_wins_over_the_computed_one(tmp_path, cache):
         f"{FOLDER}/hyperparams.json": src / "hyperparams.json",
         f"{FOLDER}/checkpoints/final.safetensors": src / "checkpoints" / "final.safetensors",
     })  # fmt: skip
-    theirs, _ = saelens_sae("llama_scope", REPO, FOLDER, "bfloat16", 0.5)
+    theirs, _ = saelens_peer("llama_scope", REPO, FOLDER, dtype="bfloat16", norm_scaling_factor=0.5)
     ours = load_sae(src, overrides={"norm_scaling_factor": 0.5})
     assert ours.cfg.metadata["folded_norm_scaling_factor"] == 0.5
     _compare(ours, theirs, _inputs(torch.float32))
@@ -207,7 +173,9 @@ def test_r1_distill_matches_saelens(tmp_path, cache):
         f"{R1_FOLDER}/sae_weights.safetensors": src / "sae_weights.safetensors",
     })  # fmt: skip
     factor = D_IN**0.5 / R1_NORM
-    theirs, _ = saelens_sae("llama_scope_r1_distill", R1_REPO, R1_FOLDER, "float32", factor)
+    theirs, _ = saelens_peer(
+        "llama_scope_r1_distill", R1_REPO, R1_FOLDER, norm_scaling_factor=factor
+    )
     x = _inputs(torch.float32) / AVG_NORM * R1_NORM
     copy = shutil.copytree(src, tmp_path / "copy")
     for path, overrides in ((snapshot / R1_FOLDER, {"norm_scaling_factor": factor}), (copy, {})):
@@ -230,39 +198,32 @@ def test_r1_without_a_norm_needs_the_release_factor(tmp_path):
     assert load_sae(folder, overrides={"norm_scaling_factor": 2.0}).cfg.d_sae == D_SAE
 
 
-def _one_line(path, match, **kwargs):
-    with pytest.raises(SteerError, match=match) as err:
-        load_sae(path, **kwargs)
-    assert "\n" not in str(err.value)
-    return str(err.value)
-
-
 def test_bad_llama_scope_folders(tmp_path):
     bad = _linear(torch.bfloat16)
     del bad["encoder.bias"]
-    msg = _one_line(write_v1(tmp_path / "a", tensors=bad), "tensor 'encoder.bias' is missing")
+    msg = load_error(write_v1(tmp_path / "a", tensors=bad), "tensor 'encoder.bias' is missing")
     assert "final.safetensors" in msg
     bad = _linear(torch.bfloat16)
     bad["decoder.weight"] = bad["decoder.weight"].T.contiguous()
-    _one_line(write_v1(tmp_path / "b", tensors=bad), r"decoder.weight has shape \[64, 16\]")
+    load_error(write_v1(tmp_path / "b", tensors=bad), r"decoder.weight has shape \[64, 16\]")
     folder = write_v1(tmp_path / "c")
     weights = folder / "checkpoints" / "final.safetensors"
     weights.write_bytes(weights.read_bytes()[:-40])
-    _one_line(folder, "final.safetensors: not a readable safetensors file")
+    load_error(folder, "final.safetensors: not a readable safetensors file")
     folder = write_v1(tmp_path / "d")
     (folder / "hyperparams.json").write_text("{not json")
-    _one_line(folder, "hyperparams.json: cannot read it as JSON")
-    _one_line(write_v1(tmp_path / "e", d_model=32), "d_model is 32, but the weights are d_in=16")
-    _one_line(
+    load_error(folder, "hyperparams.json: not valid JSON")
+    load_error(write_v1(tmp_path / "e", d_model=32), "d_model is 32, but the weights are d_in=16")
+    load_error(
         write_v1(tmp_path / "f", dataset_average_activation_norm={}),
         "dataset_average_activation_norm.in is missing",
     )
-    _one_line(
+    load_error(
         write_v1(tmp_path / "g", jump_relu_threshold="high"), "jump_relu_threshold must be a number"
     )
     folder = write_v1(tmp_path / "h")
     (folder / "checkpoints" / "final.safetensors").unlink()
-    _one_line(folder, "weights file final.safetensors is missing")
+    load_error(folder, "weights file final.safetensors is missing")
 
 
 def test_transcoders_are_refused(tmp_path):
@@ -272,7 +233,7 @@ def test_transcoders_are_refused(tmp_path):
         hook_point_out="blocks.8.hook_mlp_out",
         dataset_average_activation_norm={"in": 64.0, "out": 3.390625},
     )
-    _one_line(folder, "is a transcoder")
+    load_error(folder, "is a transcoder")
 
 
 def test_matches_only_its_own_layouts(tmp_path):

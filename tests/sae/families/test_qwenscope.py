@@ -11,9 +11,11 @@ import shutil
 import pytest
 import safetensors.torch
 import torch
-from support.hf_cache import offline_cache_env, populate_hf_cache
+from support.hf_cache import populate_hf_cache
+from support.pickled import Stowaway
+from support.sae_files import load_error, save_pt
+from support.saelens_peer import assert_same_sae, saelens_peer, seeded_inputs
 
-from steer.errors import SteerError
 from steer.sae import load_sae, read_sae_config
 from steer.sae.families import family_for, qwenscope
 
@@ -37,44 +39,14 @@ def tensors() -> dict[str, torch.Tensor]:
 
 
 def write(path, weights=None):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(tensors() if weights is None else weights, path)
-    return path
-
-
-def saelens_sae(repo_id, file_name, dtype="float32"):
-    """SAELens's SAE from its own loader, built as from_pretrained_with_cfg_and_sparsity does."""
-    from sae_lens import SAE
-    from sae_lens.loading.pretrained_sae_loaders import (
-        handle_config_defaulting,
-        qwen_scope_sae_huggingface_loader,
-    )
-
-    overrides = {"device": "cpu", "dtype": dtype, "d_in": D_IN, "d_sae": D_SAE}
-    cfg_dict, sd, _ = qwen_scope_sae_huggingface_loader(
-        repo_id=repo_id, folder_name=file_name, cfg_overrides=overrides
-    )
-    cfg_dict = handle_config_defaulting(cfg_dict)
-    config_class = SAE.get_sae_config_class_for_architecture(cfg_dict["architecture"])
-    sae_cfg = config_class.from_dict(cfg_dict)
-    sae = SAE.get_sae_class_for_architecture(sae_cfg.architecture())(sae_cfg)
-    sae.process_state_dict_for_loading(sd)
-    sae.load_state_dict(sd, assign=True)
-    return sae.to(dtype=getattr(torch, dtype))
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    folder = tmp_path / "cache"
-    offline_cache_env(monkeypatch, folder)
-    return folder
+    return save_pt(path, tensors() if weights is None else weights)
 
 
 def test_matches_saelens(tmp_path, cache):
     src = write(tmp_path / "src" / FILE)
     snapshot = populate_hf_cache(cache, REPO, {FILE: src})
-    theirs = saelens_sae(REPO, FILE)
-    x = torch.randn(64, D_IN, generator=torch.Generator().manual_seed(7))
+    theirs, _ = saelens_peer("qwen_scope", REPO, FILE, d_in=D_IN, d_sae=D_SAE)
+    x = seeded_inputs(D_IN)
     copy = shutil.copy(src, tmp_path / FILE)
     # The repo id from the cache folder, from the release's hint, or k given outright.
     for path, overrides in ((snapshot / FILE, {}), (copy, {"repo_id": REPO}), (copy, {"k": 8})):
@@ -87,12 +59,7 @@ def test_matches_saelens(tmp_path, cache):
         assert cfg.apply_b_dec_to_input is False and cfg.dtype == "float32"
         if "k" not in overrides:
             assert cfg.model_name == "Qwen/Qwen3-1.7B-Base" and cfg.metadata["repo_id"] == REPO
-        for name, value in theirs.state_dict().items():
-            assert torch.equal(getattr(ours, name), value), name
-        with torch.no_grad():  # the same weights and formula: the same bits
-            feats = ours.encode(x)
-            assert torch.equal(feats, theirs.encode(x))
-            assert torch.equal(ours.decode(feats), theirs.decode(feats))
+        feats = assert_same_sae(ours, theirs, x)  # the same weights and formula: same bits
     on = (feats > 0).sum(dim=-1)
     assert on.max() == 8 and on.min() < 8  # top-k cut the rest; ReLU some of the k too
 
@@ -110,25 +77,16 @@ def test_release_names_and_the_repo_config(tmp_path):
     assert read_sae_config(path, overrides={"k": 4}).k == 4  # an override wins
 
 
-def _one_line(path, match, **kwargs):
-    with pytest.raises(SteerError, match=match) as err:
-        load_sae(path, **kwargs)
-    assert "\n" not in str(err.value)
-    return str(err.value)
-
-
 def test_without_k_says_to_give_it(tmp_path):
-    msg = _one_line(write(tmp_path / FILE), "the TopK k is not known")
+    msg = load_error(write(tmp_path / FILE), "the TopK k is not known")
     assert "give `k:`" in msg and FILE in msg
-
-
-class Meta:
-    """A class of the test's own: a file holding it can only be read by unpickling."""
 
 
 def test_pickled_file_is_refused_and_its_conversion_loads(tmp_path):
     weights = tensors()
-    msg = _one_line(write(tmp_path / FILE, {**weights, "meta": Meta()}), "steer never unpickles")
+    msg = load_error(
+        write(tmp_path / FILE, {**weights, "meta": Stowaway()}), "steer never unpickles"
+    )
     assert "layer5.sae.safetensors" in msg
     converted = tmp_path / "layer5.sae.safetensors"
     safetensors.torch.save_file(weights, str(converted))
@@ -142,18 +100,18 @@ def test_bad_files(tmp_path):
     k = {"k": 8}
     bad = tensors()
     del bad["b_enc"]
-    _one_line(write(tmp_path / "a" / FILE, bad), "tensor 'b_enc' is missing", overrides=k)
+    load_error(write(tmp_path / "a" / FILE, bad), "tensor 'b_enc' is missing", overrides=k)
     bad = tensors()
     bad["W_dec"] = bad["W_dec"].T.contiguous()  # stored in steer's layout by mistake
-    _one_line(
+    load_error(
         write(tmp_path / "b" / FILE, bad),
         r"W_dec has shape \[64, 16\], expected \[16, 64\]",
         overrides=k,
     )
     path = write(tmp_path / "c" / FILE)
     path.write_bytes(path.read_bytes()[:300])
-    _one_line(path, f"{FILE}: not a readable PyTorch file", overrides=k)
-    _one_line(write(tmp_path / "d" / FILE), "k must be an integer", overrides={"k": 65})
+    load_error(path, f"{FILE}: not a readable PyTorch file", overrides=k)
+    load_error(write(tmp_path / "d" / FILE), "k must be an integer", overrides={"k": 65})
 
 
 def test_matches_layer_files_only(tmp_path):

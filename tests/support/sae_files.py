@@ -1,0 +1,56 @@
+"""SAE files as the releases store them, for the family readers' tests: ``.pt`` state dicts,
+the seeded weights of an SAE kept as two torch Linear layers, and the one-line errors steer
+gives for bad ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from steer.errors import SteerError
+from steer.sae import load_sae
+
+
+def save_pt(path: Path, tensors: Any) -> Path:
+    """``torch.save`` of ``tensors`` (a state dict, or anything a bad file should hold) to
+    ``path``, its folders made; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(tensors, path)
+    return path
+
+
+def linear_layers(
+    d_in: int,
+    d_sae: int,
+    *,
+    encoder: str = "encoder",
+    decoder: str = "decoder",
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    encoder_scale: float = 0.4,
+) -> dict[str, torch.Tensor]:
+    """Seeded weights of two torch Linear layers ``encoder`` (``.weight`` [d_sae, d_in],
+    ``.bias``) and ``decoder`` (``.weight`` [d_in, d_sae], ``.bias``), in ``dtype``; the
+    biases leave some features on and some off for randn inputs."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        f"{encoder}.weight": (torch.randn(d_sae, d_in, generator=g) * encoder_scale).to(dtype),
+        f"{encoder}.bias": (torch.randn(d_sae, generator=g) * 0.3 - 0.2).to(dtype),
+        f"{decoder}.weight": (torch.randn(d_in, d_sae, generator=g) * 0.2).to(dtype),
+        f"{decoder}.bias": (torch.randn(d_in, generator=g) * 0.1).to(dtype),
+    }
+
+
+def load_error(path: Path, match: str, **kwargs: Any) -> str:
+    """The message of the SteerError ``load_sae(path, **kwargs)`` raises, after checking that it
+    matches ``match`` and is one line."""
+    with pytest.raises(SteerError, match=match) as err:
+        load_sae(path, **kwargs)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+__all__ = ["linear_layers", "load_error", "save_pt"]
