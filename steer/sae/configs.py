@@ -76,7 +76,11 @@ def _find_folder(path: str | Path) -> Path:
     if subs:
         names = ", ".join(c.name for c in subs)
         raise SteerError(f"holds {len(subs)} SAEs ({names}); give the path of one", where=str(p))
-    raise SteerError(f"no {CFG_FILENAME} here (not an SAELens or sparsify folder)", where=str(p))
+    raise SteerError(
+        f"no {CFG_FILENAME} here, nor the files of another SAE layout steer reads "
+        "(params.npz, params.safetensors, hyperparams.json, ae.pt, ...)",
+        where=str(p),
+    )
 
 
 def read_json(file: Path) -> dict[str, Any]:

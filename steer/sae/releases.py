@@ -137,8 +137,11 @@ def find_release(release: str, sae_id: str, *, where: str) -> Release:
     """The release ``release`` holding ``sae_id``; an unknown name or id is a one-line
     SteerError with the closest names."""
 
-    def at(key: str) -> str:  # saes[0].release in a recipe; --release on the command line
-        return f"{where}.{key}" if where else f"--{key.replace('_', '-')}"
+    def at(key: str) -> str:
+        # saes[0].release in a recipe; --release, or the argument as typed, on the command line
+        if where.endswith("]"):
+            return f"{where}.{key}"
+        return where or f"--{key.replace('_', '-')}"
 
     releases = release_list()
     if release not in releases:

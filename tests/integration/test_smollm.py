@@ -28,7 +28,10 @@ def sae_dirs(tmp_path_factory, smollm):
         make_sae(d_in=smollm.d_model, d_sae=256, layer=12, seed=0, architecture="topk", k=16),
         root / "topk",
     )
-    save_sae(orthonormal_sae(d_in=smollm.d_model, d_sae=64, layer=12), root / "ortho")
+    ortho = orthonormal_sae(
+        d_in=smollm.d_model, d_sae=64, layer=12, model_name="smollm2-135m-instruct"
+    )
+    save_sae(ortho, root / "ortho")
     return root
 
 

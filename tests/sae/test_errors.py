@@ -190,8 +190,9 @@ def test_sparsify_unsupported(tmp_path):
     _fails(_sparsify(tmp_path, activation="groupmax"), "activation 'groupmax' is not supported")
 
 
-def test_sparsify_transcoder(tmp_path):
-    _fails(_sparsify(tmp_path, transcode=True), "transcode True is not supported")
+def test_sparsify_skip_connection_without_transcode(tmp_path):
+    folder = _sparsify(tmp_path, skip_connection=True)
+    _fails(folder, "skip_connection True is not supported on an autoencoder (only on a transcoder)")
 
 
 def test_sparsify_shape_and_missing(tmp_path):

@@ -7,9 +7,10 @@ import torch
 from steer.sae import SAEConfig, get_architectures
 
 
-def blank_standard_sae(*, d_in: int, d_sae: int, layer: int):
-    """A standard (ReLU) SAE on the tiny model's residual stream after block ``layer``, all
-    weights zero, for a test to fill in by hand. ``b_dec`` is not subtracted from the input."""
+def blank_standard_sae(*, d_in: int, d_sae: int, layer: int, model_name: str = "tiny-llama"):
+    """A standard (ReLU) SAE on the residual stream after block ``layer`` of ``model_name``
+    (default: the tiny model), all weights zero, for a test to fill in by hand. ``b_dec`` is
+    not subtracted from the input."""
     cfg = SAEConfig(
         architecture="standard",
         d_in=d_in,
@@ -17,12 +18,20 @@ def blank_standard_sae(*, d_in: int, d_sae: int, layer: int):
         apply_b_dec_to_input=False,
         hf_hook_name=f"model.layers.{layer}",
         hook_name=f"blocks.{layer}.hook_resid_post",
-        model_name="tiny-llama",
+        model_name=model_name,
     )
     return get_architectures()["standard"](cfg)
 
 
-def orthonormal_sae(*, d_in: int, d_sae: int, layer: int, seed: int = 0, bias: float = 1000.0):
+def orthonormal_sae(
+    *,
+    d_in: int,
+    d_sae: int,
+    layer: int,
+    seed: int = 0,
+    bias: float = 1000.0,
+    model_name: str = "tiny-llama",
+):
     """A standard (ReLU) SAE with orthonormal encoder columns, decoder = encoder^T, and a large
     encoder bias so every feature is always on.
 
@@ -33,7 +42,7 @@ def orthonormal_sae(*, d_in: int, d_sae: int, layer: int, seed: int = 0, bias: f
     assert d_sae <= d_in
     gen = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(d_in, d_sae, generator=gen))
-    sae = blank_standard_sae(d_in=d_in, d_sae=d_sae, layer=layer)
+    sae = blank_standard_sae(d_in=d_in, d_sae=d_sae, layer=layer, model_name=model_name)
     with torch.no_grad():
         sae.W_enc.copy_(q)
         sae.W_dec.copy_(q.T)
