@@ -33,9 +33,7 @@ def check_recipe(recipe: Recipe, pm) -> Recipe:
     for i, spec in enumerate(recipe.saes):
         where = f"saes[{i}]"
         if spec.release is not None:
-            from steer.sae.releases import find_release
-
-            find_release(spec.release, spec.sae_id, where=where)  # the names, without a download
+            _check_release(spec, recipe.model, where)
         if spec.remote:
             continue  # checking would mean a download; load_saes checks it
         folder = resolve_sae_path(spec, where=where)
@@ -131,3 +129,17 @@ def resolve_features(recipe: Recipe, saes: dict[str, tuple[Path, int]]) -> Recip
             "monitors": [ids(f"monitors[{i}]", s) for i, s in enumerate(recipe.monitors)],
         }
     )
+
+
+def _check_release(spec, model: str, where: str) -> None:
+    """A release entry's names (without a download) and the model its release is for."""
+    from steer.sae.fit import model_names_differ
+    from steer.sae.releases import find_release
+
+    release = find_release(spec.release, spec.sae_id, where=where)
+    if not spec.allow_other_model and model_names_differ(release.model, model):
+        raise SteerError(
+            f"release {spec.release!r} is for {release.model!r}, not {model!r} (set "
+            "`allow_other_model: true` on the SAE entry to attach it anyway)",
+            where=where,
+        )

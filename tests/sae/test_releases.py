@@ -127,3 +127,17 @@ def test_a_release_needs_its_sae_id():
 
     with pytest.raises(Error, match="release and sae_id go together"):
         parse_recipe({"saes": [{"id": "g", "release": "gpt2-small-res-jb"}], "prompts": ["hi"]})
+
+
+def test_steer_check_refuses_a_release_for_another_model(tmp_path, capsys, release_source):
+    recipe = tmp_path / "r.yaml"
+    entry = "  - id: g\n    release: gemma-scope-2b-pt-res-canonical\n    sae_id: layer_20/width_16k/canonical\n"
+    recipe.write_text(f"model: smollm2-135m-instruct\nsaes:\n{entry}prompts: [hi]\n")
+    code, _, err = call(["check", str(recipe)], capsys)
+    assert_one_line_error(
+        code, err, "saes[0]: release 'gemma-scope-2b-pt-res-canonical' is for 'gemma-2-2b'"
+    )
+    allowed = entry + "    allow_other_model: true\n"
+    recipe.write_text(f"model: smollm2-135m-instruct\nsaes:\n{allowed}prompts: [hi]\n")
+    code, _, err = call(["check", str(recipe)], capsys)
+    assert code == 0, err
