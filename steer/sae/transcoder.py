@@ -1,41 +1,27 @@
 """Transcoders: an encoder that reads one site (e.g. the MLP's input) and a decoder that writes
-another (the MLP's output), SAELens architectures ``transcoder``, ``skip_transcoder`` and
-``jumprelu_transcoder``.
+another (the MLP's output): SAELens's ``transcoder``, ``skip_transcoder``,
+``jumprelu_transcoder`` and ``jumprelu_skip_transcoder``, and sparsify's TopK transcoders.
 
 The config's ``hook_name`` is the site read, ``hook_name_out`` the site written; ``d_out`` is
-the written width. ``b_dec`` lives at the output, so it is never subtracted from the input.
+the written width. ``b_dec`` lives at the output, so it is never subtracted from the input
+(the config check refuses ``apply_b_dec_to_input``). Each activation is its SAE's: a transcoder
+is that SAE with its output elsewhere, so the classes below only name the architecture.
 """
 
 from __future__ import annotations
 
 import torch
 
-from steer.sae.base import SAE
-from steer.sae.config import SAEConfig, check_topk
-from steer.sae.jumprelu import jump_relu
-from steer.sae.topk import topk_relu
+from steer.sae.config import SAEConfig
+from steer.sae.jumprelu import JumpReLUSAE
+from steer.sae.standard import StandardSAE
+from steer.sae.topk import TopKSAE
 
 
-class Transcoder(SAE):
-    """ReLU transcoder: ``f = relu(x @ W_enc + b_enc)``, output ``f @ W_dec + b_dec``."""
-
-    architecture = "transcoder"
-    columnwise = True
-
-    def activation(self, pre: torch.Tensor) -> torch.Tensor:
-        """``relu(pre)``."""
-        return torch.relu(pre)
-
-    def activation_columns(self, pre: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """``relu(pre)``: each feature depends only on its own pre-activation."""
-        return torch.relu(pre)
-
-
-class SkipTranscoder(Transcoder):
-    """A transcoder with a linear skip path (Gemma Scope 2's "affine" transcoders): output
-    ``f @ W_dec + b_dec + x @ W_skip.T``, ``W_skip`` ``[d_out, d_in]``."""
-
-    architecture = "skip_transcoder"
+class SkipPath:
+    """A linear skip path from the input to the output site, ``W_skip`` ``[d_out, d_in]``:
+    output ``f @ W_dec + b_dec + x @ W_skip.T`` (Gemma Scope 2's affine transcoders, sparsify's
+    ``skip_connection``). Mixed in before the transcoder class."""
 
     def __init__(self, cfg: SAEConfig):
         super().__init__(cfg)
@@ -47,52 +33,39 @@ class SkipTranscoder(Transcoder):
         return super().forward(x) + x.to(self.W_skip.dtype) @ self.W_skip.T
 
 
-class JumpReLUTranscoder(Transcoder):
-    """A transcoder whose features are on only above their own ``threshold`` (as
-    ``jumprelu``)."""
+class Transcoder(StandardSAE):
+    """ReLU transcoder: ``f = relu(x @ W_enc + b_enc)``, output ``f @ W_dec + b_dec``."""
+
+    architecture = "transcoder"
+
+
+class SkipTranscoder(SkipPath, Transcoder):
+    """A ReLU transcoder with the linear skip path."""
+
+    architecture = "skip_transcoder"
+
+
+class JumpReLUTranscoder(JumpReLUSAE):
+    """A transcoder whose features are on only above their own ``threshold``."""
 
     architecture = "jumprelu_transcoder"
 
-    def __init__(self, cfg: SAEConfig):
-        super().__init__(cfg)
-        self.threshold = torch.nn.Parameter(torch.zeros(cfg.d_sae, dtype=cfg.torch_dtype))
 
-    def activation(self, pre: torch.Tensor) -> torch.Tensor:
-        """``relu(pre) * (pre > threshold)``."""
-        return jump_relu(pre, self.threshold)
-
-    def activation_columns(self, pre: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """The same formula with the thresholds of features ``idx``."""
-        return jump_relu(pre, self.threshold[idx])
-
-
-class JumpReLUSkipTranscoder(JumpReLUTranscoder, SkipTranscoder):
+class JumpReLUSkipTranscoder(SkipPath, JumpReLUTranscoder):
     """A JumpReLU transcoder with the linear skip path (Gemma Scope 2's affine transcoders)."""
 
     architecture = "jumprelu_skip_transcoder"
 
 
-class TopKTranscoder(Transcoder):
-    """A TopK transcoder (EleutherAI sparsify's ``transcode: true``): only the k largest
-    pre-activations stay on (ReLU'd), as :class:`~steer.sae.topk.TopKSAE`. steer's own
-    architecture name: SAELens has no TopK transcoder, so ``steer sae convert`` writes a
-    cfg.json only steer reads."""
+class TopKTranscoder(TopKSAE):
+    """A TopK transcoder (EleutherAI sparsify's ``transcode: true``). steer's own architecture
+    name: SAELens has no TopK transcoder, so ``steer sae convert`` writes a cfg.json only steer
+    reads."""
 
     architecture = "topk_transcoder"
-    columnwise = False
-
-    @classmethod
-    def check_config(cls, cfg: SAEConfig) -> None:
-        """Also require ``1 <= k <= d_sae``."""
-        super().check_config(cfg)
-        check_topk(cfg)
-
-    def activation(self, pre: torch.Tensor) -> torch.Tensor:
-        """Keep the k largest of ``pre`` (ReLU'd), zero the rest."""
-        return topk_relu(pre, self.cfg.k)
 
 
-class TopKSkipTranscoder(TopKTranscoder, SkipTranscoder):
+class TopKSkipTranscoder(SkipPath, TopKTranscoder):
     """A TopK transcoder with sparsify's linear skip path (``skip_connection: true``)."""
 
     architecture = "topk_skip_transcoder"
