@@ -67,7 +67,7 @@ def score(
     texts = read_texts(input_path, lm.tokenizer)
     rows = score_texts(
         lm,
-        {sid: sae for sid, (sae, _) in attached.items()},
+        attached,
         groups,
         texts,
         ctx_len=ctx_len,

@@ -63,15 +63,17 @@ def sae_eval(
 ) -> None:
     """Reconstruction and downstream-loss metrics of an SAE on held-out text."""
     from steer.corpus.documents import read_documents
+    from steer.sae.fit import sae_hook
     from steer.sae.loading import load_sae_and_model
     from steer.training.evaluate import evaluate_sae
 
     folder, loaded, lm = load_sae_and_model(sae, model=model)
     texts = [doc for path in data for doc in read_documents(path, lm.tokenizer)]
+    hook = sae_hook(loaded, site=None, layer=None, where=str(folder))
     metrics = evaluate_sae(
         lm,
         loaded,
-        loaded.cfg.layer,
+        hook.layer if hook.kind == "resid_post" else hook,
         texts,
         max_tokens=max_tokens,
         ce_tokens=ce_tokens,

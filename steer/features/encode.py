@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from steer.model.positions import CollectStats, OutlierFilter, keep_mask, special_token_ids
-from steer.model.trace import layer_output
+from steer.model.sites import Hook, hook_of
+from steer.model.trace import site_output
 
 
 @dataclass
@@ -47,10 +48,16 @@ class BatchEncoder:
         *,
         outlier_factor: float = 10.0,
         features: Sequence[int] | None = None,
+        hook: Hook | None = None,
     ):
         self.model = model
         self.sae = sae
-        self.layer = int(sae.cfg.layer)
+        # The site read: ``hook`` (a recipe's), else the SAE's own; residual SAEs read the
+        # stream after block ``layer`` exactly as before.
+        self.hook = hook or hook_of(sae.cfg.hook_name, sae.cfg.hf_hook_name)
+        if self.hook is None or self.hook.kind in ("resid_pre", "resid_post"):
+            self.hook = Hook.at("resid_post", int(sae.cfg.layer))
+        self.layer = self.hook.layer
         self.special = torch.tensor(special_token_ids(model.tokenizer), dtype=torch.long)
         self.outliers = OutlierFilter(outlier_factor)
         self.stats = CollectStats()
@@ -63,7 +70,7 @@ class BatchEncoder:
         """``(hidden [B, T, d_model] float32, keep [B, T] bool)``: the residual stream at the
         SAE's layer and which positions training would have kept (updates the outlier filter)."""
         ids = ids.long()
-        hidden = layer_output(self.model, self.layer, ids)
+        hidden = site_output(self.model, self.hook, ids)
         return hidden, keep_mask(ids, hidden, self.special, self.outliers, self.stats)
 
     def __call__(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,6 +98,7 @@ def encode_texts(
     batch: int = 8,
     encoder: BatchEncoder | None = None,
     features: Sequence[int] | None = None,
+    hook: Hook | None = None,
 ) -> Iterator[EncodedText]:
     """Yield an :class:`EncodedText` per text, in order.
 
@@ -98,10 +106,11 @@ def encode_texts(
     ``ctx_len`` tokens; ``batch`` texts go through the model at once, right-padded (the model
     is causal, so padding after a text cannot change it). Empty texts give ``T == 0``.
     ``features`` (when no ``encoder`` is given): encode only these features, so ``acts`` is
-    ``[T, len(features)]`` in that order. An ``encoder`` sets the width itself.
+    ``[T, len(features)]`` in that order; ``hook``: the site to read (default: the SAE's).
+    An ``encoder`` sets both itself.
     """
     tok = model.tokenizer
-    encoder = encoder or BatchEncoder(model, sae, features=features)
+    encoder = encoder or BatchEncoder(model, sae, features=features, hook=hook)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     for b0 in range(0, len(texts), batch):
         chunk = list(texts[b0 : b0 + batch])

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 
 from steer.errors import SteerError
+from steer.model.layouts import check_site, layout_of
+from steer.model.sites import Hook
 
 # HF module path -> the name steer uses, for every model family steer knows. A key that does
 # not exist in a model is skipped by nnsight, so one table serves every family.
@@ -37,8 +39,8 @@ ALIASES: dict[str, str] = {
     "model.decoder.final_layer_norm": "final_norm",
 }
 
-# (layer, step, hidden [batch, seq, d]) -> the new hidden state (the same object if unchanged)
-StepEdit = Callable[[int, int, torch.Tensor], torch.Tensor]
+# (hook, step, hidden [batch, seq, d]) -> the new value (the same object if unchanged)
+StepEdit = Callable[[Hook, int, torch.Tensor], torch.Tensor]
 
 
 def wrap(hf: Any, tokenizer: Any) -> Any:
@@ -78,11 +80,14 @@ def final_norm_weight(model: Any) -> torch.Tensor | None:
     return weight.detach().float() if isinstance(weight, torch.Tensor) else None
 
 
-def layer_output(model: Any, layer: int, ids: torch.Tensor) -> torch.Tensor:
-    """The residual stream after block ``layer`` for ``ids`` ``[B, T]``: ``[B, T, d]`` float32.
+def layer_output(model: Any, layer: int | Hook, ids: torch.Tensor) -> torch.Tensor:
+    """The residual stream after block ``layer`` for ``ids`` ``[B, T]``: ``[B, T, d]`` float32
+    (a :class:`Hook`: that site's value, as :func:`site_output`).
 
     The forward pass stops right after the block (2.9x a full forward on SmolLM2 L12).
     """
+    if isinstance(layer, Hook):
+        return site_output(model, layer, ids)
     envoy = _block(model, layer)
     with torch.inference_mode():  # noqa: SIM117 - nnsight needs each traced `with` on its own line
         with model.lm.trace(ids.long()) as tracer:
@@ -91,23 +96,121 @@ def layer_output(model: Any, layer: int, ids: torch.Tensor) -> torch.Tensor:
     return hidden.float()
 
 
-def clean_run(model: Any, layer: int, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(hidden [B, T, d], logits [B, T, vocab])``, both float32: block ``layer``'s output and
-    the model's logits, from one full forward pass."""
-    envoy = _block(model, layer)
+def site_output(model: Any, hook: Hook, ids: torch.Tensor) -> torch.Tensor:
+    """The value at ``hook`` for ``ids`` ``[B, T]``: ``[B, T, width]`` float32. The forward
+    pass stops right after the block. A site the model does not have is a SteerError."""
+    check_site(model.hf.config, hook)
+    if hook.kind == "resid_post":
+        return layer_output(model, hook.layer, ids)
+    layout = layout_of(model.hf.config)
+    found: dict[str, torch.Tensor] = {}
+
+    def record(_hook: Hook, value: torch.Tensor) -> torch.Tensor:
+        found["value"] = value.save()
+        return value
+
+    with torch.inference_mode():  # noqa: SIM117 - nnsight needs each traced `with` on its own line
+        with model.lm.trace(ids.long()) as tracer:
+            edit_block(model, layout, hook.layer, [hook], record)
+            _ = _block(model, hook.layer).output
+            tracer.stop()
+    return found["value"].float()
+
+
+def edit_block(model: Any, layout: Any, layer: int, hooks: Sequence[Hook], fn: Any) -> None:
+    """Inside a trace: read the sites ``hooks`` of block ``layer`` in forward order and write
+    back what ``fn(hook, value)`` returns (nothing when it returns ``value`` itself).
+
+    ``resid_pre`` is the block's input, ``z`` the input of the attention's output projection,
+    ``attn_out`` / ``mlp_out`` the output of the module whose result is added to the residual
+    stream (:mod:`steer.model.layouts`), ``resid_post`` the block's output. ``resid_mid`` is
+    ``resid_pre + attn_out``; a change to it is written by adding it to the attention's
+    contribution, so it reaches both the MLP and the residual stream carried past it.
+    """
+    block = _block(model, layer)
+    kinds = {hook.kind: hook for hook in hooks}
+    pre = None
+    if "resid_pre" in kinds or "resid_mid" in kinds:
+        pre = block.input
+        if "resid_pre" in kinds:
+            new = fn(kinds["resid_pre"], pre)
+            if new is not pre:
+                block.input = new
+                pre = new
+    if "z" in kinds:
+        projection = _sub(block, layout.z)
+        z = projection.input
+        new = fn(kinds["z"], z)
+        if new is not z:
+            projection.input = new
+    if "attn_out" in kinds or "resid_mid" in kinds:
+
+        def attention(attn: torch.Tensor) -> torch.Tensor:
+            new = fn(kinds["attn_out"], attn) if "attn_out" in kinds else attn
+            if "resid_mid" in kinds:
+                mid = pre + new
+                edited = fn(kinds["resid_mid"], mid)
+                if edited is not mid:
+                    new = new + (edited - mid)
+            return new
+
+        _edit_output(_sub(block, layout.attn_out), attention)
+    if "mlp_out" in kinds:
+        _edit_output(_sub(block, layout.mlp_out), lambda v: fn(kinds["mlp_out"], v))
+    if "resid_post" in kinds:
+        _edit_output(block, lambda v: fn(kinds["resid_post"], v))
+
+
+def _sub(block: Any, path: str) -> Any:
+    for part in path.split("."):
+        block = getattr(block, part)
+    return block
+
+
+def _edit_output(envoy: Any, change: Any) -> None:
+    """Replace a module's output by ``change(output)``; a module that returns a tuple
+    (attention: output and weights) has its first element replaced."""
+    out = envoy.output
+    value = out[0] if isinstance(out, tuple) else out
+    new = change(value)
+    if new is not value:
+        envoy.output = (new, *out[1:]) if isinstance(out, tuple) else new
+
+
+def clean_run(
+    model: Any, layer: int | Hook, ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(hidden [B, T, d], logits [B, T, vocab])``, both float32: block ``layer``'s output (or
+    a :class:`Hook`'s value) and the model's logits, from one full forward pass."""
+    hook = layer if isinstance(layer, Hook) else Hook.at("resid_post", layer)
+    layout = None if hook.kind == "resid_post" else layout_of(model.hf.config)
+    found: dict[str, torch.Tensor] = {}
+
+    def record(_hook: Hook, value: torch.Tensor) -> torch.Tensor:
+        found["value"] = value.save()
+        return value
+
     with torch.inference_mode():  # noqa: SIM117 - nnsight needs the traced `with` on its own line
         with model.lm.trace(ids):
-            hidden = envoy.output.save()
+            edit_block(model, layout, hook.layer, [hook], record)
             logits = model.lm.output.logits.save()
-    return hidden.float(), logits.float()
+    return found["value"].float(), logits.float()
 
 
-def patched_logits(model: Any, layer: int, ids: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    """Logits ``[B, T, vocab]`` (float32) with block ``layer``'s output replaced by ``new``."""
-    envoy = _block(model, layer)
+def patched_logits(
+    model: Any, layer: int | Hook, ids: torch.Tensor, new: torch.Tensor
+) -> torch.Tensor:
+    """Logits ``[B, T, vocab]`` (float32) with block ``layer``'s output (or a :class:`Hook`'s
+    value) replaced by ``new``."""
+    hook = layer if isinstance(layer, Hook) else Hook.at("resid_post", layer)
+    layout = None if hook.kind == "resid_post" else layout_of(model.hf.config)
+
+    def replace(_hook: Hook, value: torch.Tensor) -> torch.Tensor:
+        return new.to(value.dtype)
+
     with torch.inference_mode():  # noqa: SIM117 - nnsight needs the traced `with` on its own line
         with model.lm.trace(ids):
-            envoy.output = new
+            edit_block(model, layout, hook.layer, [hook], replace)
             logits = model.lm.output.logits.save()
     return logits.float()
 
@@ -133,37 +236,40 @@ def generate(
     enc: dict[str, torch.Tensor],
     gen_kwargs: dict[str, Any],
     *,
-    layers: Sequence[int] = (),
+    hooks: Sequence[Hook] = (),
     edit: StepEdit | None = None,
-    busy: Callable[[int, int], bool] | None = None,
+    busy: Callable[[Hook, int], bool] | None = None,
 ) -> torch.Tensor:
-    """One ``generate`` over a batch with ``edit`` applied at each of ``layers`` on every step.
+    """One ``generate`` over a batch with ``edit`` applied at each of ``hooks`` on every step.
 
     Step 0 is the prompt pass, step k >= 1 the k-th generated token. On each step, for each
-    layer (in forward order) where ``busy(layer, step)`` holds, ``edit(layer, step, hidden)``
-    gets the block's output and returns the new one; returning the same object leaves the
-    block's output alone. ``gen_kwargs`` go to transformers ``generate``; a
-    ``logits_processor`` in them runs after every forward pass (that is where callers count
-    steps: a traced step loop that touches no block never sees the model advance and would
-    wait forever). Returns the output ids ``[batch, prompt + new]``.
+    hook (in forward order) where ``busy(hook, step)`` holds, ``edit(hook, step, value)`` gets
+    the site's value and returns the new one; returning the same object leaves it alone.
+    ``gen_kwargs`` go to transformers ``generate``; a ``logits_processor`` in them runs after
+    every forward pass (that is where callers count steps: a traced step loop that touches no
+    module never sees the model advance and would wait forever). Returns the output ids
+    ``[batch, prompt + new]``. A hook at a site the model does not have is a SteerError.
     """
+    for hook in hooks:
+        check_site(model.hf.config, hook)
     lm = model.lm
-    envoys = [(layer, _block(model, layer)) for layer in sorted(layers)]
+    by_layer: dict[int, list[Hook]] = {}
+    for hook in sorted(hooks):
+        by_layer.setdefault(hook.layer, []).append(hook)
+    layout = None if all(h.kind == "resid_post" for h in hooks) else layout_of(model.hf.config)
 
     def step_edits(step: int) -> None:
         touched = False
-        for layer, envoy in envoys:
-            if busy is not None and not busy(layer, step):
-                continue
-            hidden = envoy.output
-            touched = True
-            new = edit(layer, step, hidden)
-            if new is not hidden:
-                envoy.output = new
+        for layer, layer_hooks in by_layer.items():
+            active = [h for h in layer_hooks if busy is None or busy(h, step)]
+            if active:
+                touched = True
+                edit_block(model, layout, layer, active, lambda h, v: edit(h, step, v))
         if not touched:
-            # A step that reads no block is not tied to the model's own steps: nnsight would
+            # A step that reads no module is not tied to the model's own steps: nnsight would
             # run the loop on without waiting for them, forever. Reading one keeps it in step.
-            _ = envoys[0][1].output
+            first = next(iter(by_layer))
+            _ = _block(model, first).output
 
     with warnings.catch_warnings():
         # An open-ended step loop leaves one request parked past the last token; nnsight
@@ -172,7 +278,7 @@ def generate(
         with torch.inference_mode():  # noqa: SIM117 - nnsight re-reads the traced `with` block
             with lm.generate(**gen_kwargs) as tracer:
                 with tracer.invoke(enc):
-                    if envoys and edit is not None:
+                    if by_layer and edit is not None:
                         for step in tracer.all():
                             step_edits(step)
                 with tracer.invoke():

@@ -37,8 +37,11 @@ class ResidualEncoder(BatchEncoder):
 
         # BatchEncoder reads the layer and width from its SAE; a probe has none.
         self.model = model
+        from steer.model.sites import Hook
+
         self.sae = None
         self.layer = int(layer)
+        self.hook = Hook.at("resid_post", self.layer)
         self.special = torch.tensor(special_token_ids(model.tokenizer), dtype=torch.long)
         self.outliers = OutlierFilter(outlier_factor)
         self.stats = CollectStats()

@@ -88,7 +88,8 @@ def score_texts(
 ) -> list[TextScore]:
     """Every text's score for every group, in input order.
 
-    ``saes`` maps a recipe SAE id to the loaded SAE. Texts go through the model once per SAE
+    ``saes`` maps a recipe SAE id to the loaded SAE, or to ``(sae, hook)`` with the site it
+    reads (as :func:`steer.steering.attach.attach_saes` gives). Texts go through the model once per SAE
     the groups watch, encoding only the union of that SAE's watched features. A text with no
     kept position scores 0 (SAE activations are never negative).
     """
@@ -103,14 +104,14 @@ def score_texts(
     bar = tqdm(total=len(texts) * len(by_sae), desc="scoring", unit="text", disable=not progress)
     with bar:
         for sae_id, members in by_sae.items():
-            sae = saes[sae_id]
-            if sae.cfg.layer is None:
+            sae, hook = saes[sae_id] if isinstance(saes[sae_id], tuple) else (saes[sae_id], None)
+            if hook is None and sae.cfg.layer is None:
                 raise SteerError(f"SAE {sae_id!r} does not say which layer it reads")
             union = sorted({f for g in members for f in g.features})
             column = {f: j for j, f in enumerate(union)}
             cols = {g.name: torch.tensor([column[f] for f in g.features]) for g in members}
             for enc in encode_texts(
-                model, sae, texts, ctx_len=ctx_len, batch=batch, features=union
+                model, sae, texts, ctx_len=ctx_len, batch=batch, features=union, hook=hook
             ):
                 row = out[enc.index]
                 row.n_tokens = int(enc.token_ids.numel())

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from steer.errors import SteerError
 from steer.pinpoint.ablation import ablated_metrics, clean_metric
 from steer.pinpoint.attribution import attribute
 from steer.pinpoint.methods import ATTRIBUTION_METHODS
@@ -130,7 +131,7 @@ class Pinpointer:
         t0 = time.perf_counter()
         saes = load_saes(recipe, pm=self.pm)  # reads only recipe.saes
         self.model = model if model is not None else load_model(recipe.model, device=device)
-        self.saes = attach_saes(saes, self.model, recipe)
+        self.saes = residual_layers(attach_saes(saes, self.model, recipe), recipe)
         self.timing["load_s"] = time.perf_counter() - t0
         self.metric: Metric = resolve_metric(recipe, self.model.tokenizer, model=recipe.model)
         self.buckets = make_buckets(
@@ -281,3 +282,22 @@ def pinpoint(recipe: PinpointRecipe, **kwargs: Any) -> PinpointResult:
     """``Pinpointer(recipe, **kwargs).run()``."""
     progress = kwargs.pop("progress", False)
     return Pinpointer(recipe, **kwargs).run(progress=progress)
+
+
+def residual_layers(
+    attached: dict[str, tuple[Any, Any]], recipe: Any
+) -> dict[str, tuple[Any, int]]:
+    """Each SAE with the block whose output it reads: pinpointing patches the residual stream
+    after a block, so an SAE elsewhere (an MLP's output, a block's input at the embeddings) is
+    a one-line SteerError naming it."""
+    out = {}
+    for i, spec in enumerate(recipe.saes):
+        sae, hook = attached[spec.id]
+        layer = hook.layer - 1 if hook.kind == "resid_pre" else hook.layer
+        if hook.kind not in ("resid_pre", "resid_post") or layer < 0:
+            raise SteerError(
+                f"pinpoint patches the residual stream after a block; this SAE reads {hook}",
+                where=f"saes[{i}]",
+            )
+        out[spec.id] = (sae, layer)
+    return out

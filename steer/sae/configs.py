@@ -116,10 +116,12 @@ def _saelens_config(raw: dict[str, Any], where: str) -> SAEConfig:
         architecture = "topk"  # pre-6.0 TopK SAEs were "standard" + activation_fn_str "topk"
     elif architecture == "standard" and activation_fn not in (None, "relu"):
         raise SteerError(f"activation_fn {activation_fn!r} is not supported", where=where)
-    if raw.get("reshape_activations", "none") not in ("none", None):
+    reshape = raw.get("reshape_activations", "none")
+    # hook_z: the SAE reads the attention heads' outputs flattened to one vector, which is
+    # what steer's `z` site is (the output projection's input).
+    if reshape not in ("none", None, "hook_z"):
         raise SteerError(
-            f"reshape_activations {raw['reshape_activations']!r} (attention heads' hook_z) is "
-            "not supported yet: steer attaches SAEs to whole-vector sites",
+            f"reshape_activations {reshape!r} is not supported (only 'none' and 'hook_z')",
             where=where,
         )
     refuse(raw, "finetuning_scaling_factor", False, where)

@@ -1,11 +1,14 @@
-"""Whether an SAE fits a model: the width and layer of the site it reads, and the model its
-config names."""
+"""Whether an SAE fits a model: the site it reads (:mod:`steer.model.sites`), that site's width,
+and the model its config names."""
 
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from steer.errors import SteerError
+from steer.model.layouts import check_site, site_width
+from steer.model.sites import Hook, hook_of
 from steer.sae.base import SAE
 
 # Model families an SAE's model_name and a model's name are told apart by. A name with none
@@ -81,3 +84,63 @@ def check_fits_model(
             f"the SAE's layer {layer} is out of range (the model has {n_layers} layers)",
             where=where,
         )
+
+
+def sae_hook(sae: SAE, *, site: str | None, layer: int | None, where: str) -> Hook:
+    """Where an SAE attaches: its config's site (hook names), or the recipe's ``site`` and
+    ``layer`` where the config names none; where both say, they must agree. One-line
+    SteerErrors name the recipe field (``saes[0].site``, ``saes[0].layer``)."""
+    cfg = sae.cfg
+    if cfg.is_transcoder:
+        raise SteerError(
+            f"the SAE is a transcoder (reads {cfg.hook_name!r}, writes {cfg.hook_name_out!r}); "
+            "steer attaches SAEs that read and write one site, so far",
+            where=where,
+        )
+    own = hook_of(cfg.hook_name, cfg.hf_hook_name)
+    named = cfg.hook_name or cfg.hf_hook_name
+    if own is None and named is not None and site is None:
+        raise SteerError(
+            f"the SAE reads {named!r}, a site steer does not know; give `site:` and `layer:`",
+            where=where,
+        )
+    if own is not None:
+        if site is not None and site != own.kind:
+            raise SteerError(
+                f"site {site} does not match the SAE, trained on {own}", where=f"{where}.site"
+            )
+        # `layer` alone has always meant the block whose output the SAE reads; an SAE on
+        # block N+1's input (hook_resid_pre) reads that same vector.
+        if layer is not None and layer not in (own.layer, cfg.layer):
+            trained = cfg.layer if cfg.layer is not None else own.layer
+            raise SteerError(
+                f"layer {layer} does not match the SAE, trained on layer {trained}",
+                where=f"{where}.layer",
+            )
+        return own
+    if layer is None:
+        raise SteerError("the SAE's cfg.json names no layer; give `layer:`", where=where)
+    return Hook.at(site or "resid_post", layer)
+
+
+def check_fits_site(
+    sae: SAE, hook: Hook, config: Any, *, where: str, model_name: str | None = None
+) -> None:
+    """Raise a one-line SteerError unless ``sae`` can attach at ``hook`` of a model with this
+    HF ``config``: not an SAE of another model (``model_name``: the loaded model's; ``None``
+    skips this), a site the family has, and ``d_in`` the site's width."""
+    cfg = sae.cfg
+    if model_names_differ(cfg.model_name, model_name):
+        raise SteerError(
+            f"the SAE was trained on {cfg.model_name!r}, not on {model_name!r} (set "
+            "`allow_other_model: true` on the SAE entry to attach it anyway)",
+            where=where,
+        )
+    try:
+        check_site(config, hook)
+    except SteerError as exc:
+        raise SteerError(str(exc), where=where) from None
+    width = site_width(config, hook)
+    if cfg.d_in != width:
+        what = "residual stream" if hook.is_residual else f"{hook.kind} of block {hook.layer}"
+        raise SteerError(f"SAE d_in is {cfg.d_in} but the model's {what} is {width}", where=where)

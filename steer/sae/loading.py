@@ -22,13 +22,14 @@ def load_sae_and_model(
 ) -> tuple[Path, Any, Any]:
     """``(folder, sae, loaded_model)``: the SAE, the model it reads, checked to fit each other.
 
-    The SAE's ``layer`` (from its hook name) must exist in the model and its ``d_in`` must
-    match the model's width; anything else is a one-line :class:`SteerError`.
+    The SAE's site (from its hook names) must exist in the model and its ``d_in`` must match
+    that site's width; anything else is a one-line :class:`SteerError`.
     """
     from steer.model import load_model
-    from steer.sae import check_fits_model
+    from steer.sae.fit import check_fits_site, sae_hook
 
     folder, sae = load_sae_only(name_or_path)
+    hook = sae_hook(sae, site=None, layer=None, where=str(folder))
     lm = load_model(model, device=device)
-    check_fits_model(sae, d_model=lm.d_model, n_layers=lm.n_layers, where=str(folder))
+    check_fits_site(sae, hook, lm.hf.config, where=str(folder))
     return folder, sae.to(lm.device), lm

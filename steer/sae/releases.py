@@ -42,7 +42,8 @@ _FILES: dict[str | None, tuple[str, ...]] = {
 # Files an SAE may lack (SAELens's sparsity file is optional).
 _OPTIONAL = {"sparsity.safetensors"}
 REFUSED_LAYOUTS = {
-    "connor_rob_hook_z": "attention-head (hook_z) SAEs are not supported yet",
+    "connor_rob_hook_z": "its layout (a bare .pt beside a _cfg.json) is not read yet; its "
+    "hook_z site is (convert it to SAELens format)",
     "mntss_clt_layer_transcoder": "cross-layer transcoders write many layers at once; steer "
     "edits one site per SAE",
     "mwhanna_transcoder": "this transcoder layout is not read yet",

@@ -1,35 +1,32 @@
 """Load a recipe's SAEs and attach them to a loaded model: each SAE's folder is found, loaded
-on the CPU, checked against the recipe (layer) and then against the model (width, layer)."""
+on the CPU, given its site (its config's, or the recipe's ``site``/``layer``) and then checked
+against the model (the model it names, the site, the width)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from steer.errors import SteerError
 from steer.model import LoadedModel
-from steer.sae import SAE, check_fits_model, load_sae
+from steer.model.sites import Hook
+from steer.sae import SAE, load_sae
+from steer.sae.fit import check_fits_site, sae_hook
 from steer.sae.sources import resolve_sae_path, sae_overrides
 from steer.steering.recipe import Recipe
 
 
-def load_saes(recipe: Recipe, *, pm=None) -> dict[str, tuple[SAE, int | None]]:
-    """Load every SAE of a recipe (on the CPU) with the layer it attaches to. Done before the
+def load_saes(recipe: Recipe, *, pm=None) -> dict[str, tuple[SAE, Hook]]:
+    """Load every SAE of a recipe (on the CPU) with the site it attaches to. Done before the
     model loads, so missing or corrupt SAE files fail in milliseconds."""
-    loaded: dict[str, tuple[SAE, int | None]] = {}
+    loaded: dict[str, tuple[SAE, Hook]] = {}
     for i, spec in enumerate(recipe.saes):
         where = f"saes[{i}]"
         path = resolve_sae_path(spec, where=where)
         sae = load_sae(path, pm=pm, overrides=sae_overrides(spec, where=where))
-        if spec.layer is not None and sae.cfg.layer is not None and spec.layer != sae.cfg.layer:
-            raise SteerError(
-                f"layer {spec.layer} does not match the SAE, trained on layer {sae.cfg.layer}",
-                where=f"{where}.layer",
-            )
-        loaded[spec.id] = (sae, spec.layer if spec.layer is not None else sae.cfg.layer)
+        loaded[spec.id] = (sae, sae_hook(sae, site=spec.site, layer=spec.layer, where=where))
     return loaded
 
 
-def resolve_hub_features(recipe: Recipe, saes: dict[str, tuple[SAE, int | None]]) -> Recipe:
+def resolve_hub_features(recipe: Recipe, saes: dict[str, tuple[SAE, Hook]]) -> Recipe:
     from steer.steering.check import resolve_features
 
     labelled = {
@@ -45,20 +42,14 @@ def resolve_hub_features(recipe: Recipe, saes: dict[str, tuple[SAE, int | None]]
 
 
 def attach_saes(
-    saes: dict[str, tuple[SAE, int | None]], model: LoadedModel, recipe: Recipe
-) -> dict[str, tuple[SAE, int]]:
-    """Check each SAE fits the model (width, layer) and move it to the model's device."""
-    attached: dict[str, tuple[SAE, int]] = {}
+    saes: dict[str, tuple[SAE, Hook]], model: LoadedModel, recipe: Recipe
+) -> dict[str, tuple[SAE, Hook]]:
+    """Check each SAE fits the model (the model it names, its site, the width) and move it to
+    the model's device."""
+    attached: dict[str, tuple[SAE, Hook]] = {}
     for i, spec in enumerate(recipe.saes):
-        sae, layer = saes[spec.id]
-        where = f"saes[{i}]"
-        check_fits_model(
-            sae,
-            d_model=model.d_model,
-            n_layers=model.n_layers,
-            where=where,
-            layer=layer,
-            model_name=None if spec.allow_other_model else model.name,
-        )
-        attached[spec.id] = (sae.to(model.device).eval(), layer)  # check_fits_model: not None
+        sae, hook = saes[spec.id]
+        model_name = None if spec.allow_other_model else model.name
+        check_fits_site(sae, hook, model.hf.config, where=f"saes[{i}]", model_name=model_name)
+        attached[spec.id] = (sae.to(model.device).eval(), hook)
     return attached

@@ -128,8 +128,9 @@ def _respond(site, watch, hidden, step, valid) -> torch.Tensor:
     flat = before.reshape(-1, before.shape[-1])
     after = _checked(response.name, response.apply(flat, response.value), flat)
     change = (after.reshape(before.shape) - before) * mask.unsqueeze(-1)
-    delta = _in_model_space(site.sae, hidden[index], change.to(hidden.dtype) @ response.decoder)
-    return hidden.index_add(0, index, delta)
+    delta = change.to(response.decoder.dtype) @ response.decoder
+    delta = _in_model_space(site.sae, hidden[index], delta)
+    return hidden.index_add(0, index, delta.to(hidden.dtype))
 
 
 def _checked(name: str, edited, flat: torch.Tensor) -> torch.Tensor:
@@ -155,7 +156,8 @@ def _apply_operations(site, operations, hidden, valid) -> torch.Tensor:
     change = after - before
     if valid is not None:
         change = change * valid.unsqueeze(-1)  # never write into padding
-    return hidden + _in_model_space(site.sae, hidden, change.to(hidden.dtype) @ site.decoder)
+    delta = _in_model_space(site.sae, hidden, change.to(site.decoder.dtype) @ site.decoder)
+    return hidden + delta.to(hidden.dtype)
 
 
 def _in_model_space(sae, hidden: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -164,4 +166,4 @@ def _in_model_space(sae, hidden: torch.Tensor, delta: torch.Tensor) -> torch.Ten
     norm; others leave it as it is (a centred stream's shift cancels)."""
     if not sae.needs_input_to_decode:
         return delta
-    return sae.restore_for(hidden).scale(delta.to(sae.dtype)).to(hidden.dtype)
+    return sae.restore_for(hidden).scale(delta.to(sae.dtype))

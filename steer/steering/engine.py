@@ -18,6 +18,7 @@ from transformers import LogitsProcessorList
 
 from steer.errors import SteerError
 from steer.model import LoadedModel
+from steer.model.sites import Hook
 from steer.model.trace import generate
 from steer.plugins.registry import call_plugin
 from steer.steering.attach import attach_saes, load_saes, resolve_hub_features
@@ -73,7 +74,9 @@ class Steerer:
         # SAEs from the Hub are only known once loaded: resolve their labels and ids now.
         self.recipe = recipe = resolve_hub_features(recipe, saes)
         t0 = time.perf_counter()
-        self.model = model if model is not None else load_model(recipe.model, device=device)
+        if model is None:
+            model = load_model(recipe.model, device=device, dtype=recipe.dtype)
+        self.model = model
         self.timing["load_model_s"] = time.perf_counter() - t0
         self.saes = attach_saes(saes, self.model, recipe)
         check_prompt_lengths(recipe, self.model)  # before any generation, not minutes in
@@ -109,13 +112,11 @@ class Steerer:
                 base_ids = generate_plain(self.model, enc, recipe, on_step=on_baseline_step)
                 timing["baseline_s"] += time.perf_counter() - t0
                 base_texts = self._decode(enc, base_ids)[0]
+            # Edits are decoded in float32 at least, then added in the model's dtype: a bf16
+            # product would round every decoder row before the change is even applied.
+            dtype = torch.promote_types(self.model.hf.dtype, torch.float32)
             sites = build_sites(
-                recipe,
-                batch,
-                self.saes,
-                self.pm,
-                dtype=self.model.hf.dtype,
-                device=self.model.device,
+                recipe, batch, self.saes, self.pm, dtype=dtype, device=self.model.device
             )
             monitor = None
             if any(site.watches for site in sites):
@@ -209,22 +210,22 @@ def generate_steered(
     processors = [p for p in (StepCounter(on_step) if on_step else None, monitor) if p]
     if processors:
         kwargs["logits_processor"] = LogitsProcessorList(processors)
-    by_layer: dict[int, list[Site]] = {}
+    by_hook: dict[Hook, list[Site]] = {}
     for site in sites:
-        by_layer.setdefault(site.layer, []).append(site)
+        by_hook.setdefault(site.hook, []).append(site)
 
-    def busy(layer: int, step: int) -> bool:
-        return any(site.busy_at(step) for site in by_layer[layer])
+    def busy(hook: Hook, step: int) -> bool:
+        return any(site.busy_at(step) for site in by_hook[hook])
 
-    def edit(layer: int, step: int, hidden: torch.Tensor) -> torch.Tensor:
+    def edit(hook: Hook, step: int, hidden: torch.Tensor) -> torch.Tensor:
         # The prompt pass carries left padding; decode steps hold one real token per row.
         mask = valid if step == 0 else None
-        for site in by_layer[layer]:
+        for site in by_hook[hook]:
             hidden = edit_site(site, hidden, step, mask, readings)
         return hidden
 
     seed_generation(recipe)
-    return generate(model, enc, kwargs, layers=list(by_layer), edit=edit, busy=busy)
+    return generate(model, enc, kwargs, hooks=list(by_hook), edit=edit, busy=busy)
 
 
 def run_recipe(recipe: Recipe, **kwargs: Any) -> RunResults:

@@ -1,6 +1,6 @@
 """Turn a recipe's interventions and monitors into per-site edit plans for one batch.
 
-A *site* is one SAE attached at one layer. For a batch of prompts, each site gets the union of
+A *site* is one SAE attached at one hook (a site kind at a block). For a batch of prompts, each site gets the union of
 the features any step touches, and a list of operations, each applying to a subset of batch
 rows (prompts in one batch may carry different interventions). The per-token work then is:
 encode only those features, let each operation edit its rows, decode only the change.
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from steer.model.sites import Hook
 from steer.plugins.registry import registry
 from steer.sae.base import SAE
 from steer.steering.interventions import INTERVENTIONS, ApplyFn
@@ -50,7 +51,7 @@ class Response:
     apply: ApplyFn
     value: float | None
     features: torch.Tensor  # SAE feature indices
-    decoder: torch.Tensor  # their W_dec rows, in the model's dtype
+    decoder: torch.Tensor  # their W_dec rows, in float32 at least
 
 
 @dataclass
@@ -72,13 +73,13 @@ class Watch:
 
 @dataclass
 class Site:
-    """An SAE at one layer, with what this batch does there."""
+    """An SAE at one site, with what this batch does there."""
 
     sae_id: str
     sae: SAE
-    layer: int
+    hook: Hook
     features: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
-    decoder: torch.Tensor | None = None  # W_dec rows of `features`, in the model's dtype
+    decoder: torch.Tensor | None = None  # W_dec rows of `features`, in float32 at least
     operations: list[Operation] = field(default_factory=list)
     watches: list[Watch] = field(default_factory=list)
 
@@ -91,18 +92,18 @@ class Site:
 def build_sites(
     recipe: Recipe,
     prompt_indices: list[int],
-    saes: dict[str, tuple[SAE, int]],
+    saes: dict[str, tuple[SAE, Hook]],
     pm,
     *,
     dtype: torch.dtype,
     device: str | torch.device,
 ) -> list[Site]:
-    """The sites of one batch (the prompts ``prompt_indices`` of ``recipe``), in layer order.
+    """The sites of one batch (the prompts ``prompt_indices`` of ``recipe``), in forward order.
 
-    ``saes`` maps an SAE id to the loaded SAE and its layer.
+    ``saes`` maps an SAE id to the loaded SAE and its site.
     """
     sites = {
-        sae_id: Site(sae_id=sae_id, sae=sae, layer=layer) for sae_id, (sae, layer) in saes.items()
+        sae_id: Site(sae_id=sae_id, sae=sae, hook=hook) for sae_id, (sae, hook) in saes.items()
     }
     features: dict[str, list[int]] = {sae_id: [] for sae_id in sites}
 
@@ -159,7 +160,7 @@ def build_sites(
                 site.sae.decoder_rows(site.features).detach().to(device=device, dtype=dtype)
             )
     busy = [s for s in sites.values() if s.operations or s.watches]
-    return sorted(busy, key=lambda s: s.layer)
+    return sorted(busy, key=lambda s: s.hook)
 
 
 def _response(

@@ -66,8 +66,11 @@ class SAESpec(StrictModel):
     allow_other_model: bool = Field(
         False, description="Attach even though the SAE's cfg names another model."
     )
+    site: Literal["resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post"] | None = (
+        Field(None, description="Where the SAE reads and writes; default: its cfg's hook names.")
+    )
     layer: int | None = Field(
-        None, ge=0, description="Residual stream after this block; default: the SAE's cfg."
+        None, ge=0, description="The block (with `site`); default: the SAE's cfg."
     )
 
     @model_validator(mode="after")
@@ -193,6 +196,9 @@ class Recipe(StrictModel):
     """A whole steering recipe."""
 
     model: str = DEFAULT_MODEL
+    dtype: Literal["bfloat16", "float16", "float32"] | None = Field(
+        None, description="The model's weights' dtype; default: the model's own."
+    )
     saes: list[SAESpec] = Field(default_factory=list)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     prompts: list[PromptSpec] = Field(min_length=1)

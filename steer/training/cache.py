@@ -71,16 +71,22 @@ class ActivationCache:
         return self.n_rows // batch_size
 
 
-def cache_fingerprint(model_name: str, layer: int, windows: torch.Tensor, factor: float) -> str:
+def cache_fingerprint(model_name: str, layer: Any, windows: torch.Tensor, factor: float) -> str:
     """Identifies what a cache holds: a cache built from other windows is rebuilt, not reused."""
     digest = hashlib.sha256(windows.numpy().tobytes())
-    digest.update(json.dumps([model_name, layer, list(windows.shape), factor]).encode())
+    digest.update(json.dumps([model_name, _site_key(layer), list(windows.shape), factor]).encode())
     return digest.hexdigest()[:24]
+
+
+def _site_key(layer: Any) -> Any:
+    """A block number (the residual stream after it, as caches always said) or a site's
+    TransformerLens name."""
+    return layer if isinstance(layer, int) else layer.name
 
 
 def build_activation_cache(
     model: Any,
-    layer: int,
+    layer: Any,
     windows: torch.Tensor,
     path: str | Path,
     *,
@@ -90,6 +96,8 @@ def build_activation_cache(
     progress: Any = None,
 ) -> ActivationCache:
     """Collect the activations of ``windows`` into the cache at ``path`` (resuming a partial one).
+
+    ``layer``: a block (the residual stream after it) or a :class:`~steer.model.sites.Hook`.
 
     ``progress`` is called as ``progress(windows_done, n_windows, stats)`` after each flush.
     """
@@ -101,7 +109,7 @@ def build_activation_cache(
     if meta.get("fingerprint") != fp or not npy.is_file():
         meta = {"fingerprint": fp, "windows_done": 0, "n_rows": 0, "complete": False, "medians": []}
         mm = np.lib.format.open_memmap(
-            npy, mode="w+", dtype=np.float16, shape=(windows.numel(), model.d_model)
+            npy, mode="w+", dtype=np.float16, shape=(windows.numel(), _width(model, layer))
         )
     else:
         mm = np.load(npy, mmap_mode="r+")
@@ -115,7 +123,7 @@ def build_activation_cache(
     def flush(done_now: int, complete: bool = False) -> None:
         mm.flush()
         meta.update(windows_done=done_now, n_rows=row, complete=complete, stats=asdict(stats))
-        meta.update(**outliers.state_dict(), layer=layer, model=model.name)
+        meta.update(**outliers.state_dict(), layer=_site_key(layer), model=model.name)
         meta.update(outlier_rule=OUTLIER_RULE.format(factor=outlier_factor))
         atomic_write_text(meta_file, json.dumps(meta))
         if progress is not None:
@@ -138,3 +146,11 @@ def build_activation_cache(
             flush(done)
     flush(len(windows), complete=True)
     return ActivationCache(path)
+
+
+def _width(model: Any, layer: Any) -> int:
+    if isinstance(layer, int):
+        return int(model.d_model)
+    from steer.model.layouts import site_width
+
+    return site_width(model.hf.config, layer)

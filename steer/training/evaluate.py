@@ -36,7 +36,7 @@ from steer.model.trace import clean_run, layer_output, patched_logits
 def evaluate_sae(
     model: Any,
     sae: Any,
-    layer: int,
+    layer: Any,
     texts: Sequence[str],
     *,
     ctx_len: int = 128,
@@ -46,7 +46,8 @@ def evaluate_sae(
     outlier_factor: float = 10.0,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``sae`` (``encode``/``decode`` on raw activations) at block ``layer``.
+    """Evaluate ``sae`` (``encode``/``decode`` on raw activations) at block ``layer`` (the
+    residual stream after it) or at a :class:`~steer.model.sites.Hook`.
 
     ``texts`` are documents; they are packed into ``ctx_len`` windows and ``max_tokens //
     ctx_len`` windows spread evenly over them are used. The cross-entropy metrics need three
@@ -66,7 +67,7 @@ def evaluate_sae(
     fired = torch.zeros(d_sae, dtype=torch.bool)
     keys = ("err2", "x2", "l0", "ce_clean", "ce_sae", "ce_zero", "kl_sae", "kl_zero")
     acc = dict.fromkeys(keys, 0.0)
-    sum_x = torch.zeros(model.d_model, dtype=torch.float64)
+    sum_x = torch.zeros(int(sae.cfg.d_in), dtype=torch.float64)
     n_tok = n_ce = 0
 
     bar = tqdm(total=len(windows), desc="eval", unit="win", disable=not progress)

@@ -30,7 +30,9 @@ from steer.corpus.documents import HFSource, source_files
 from steer.corpus.windows import build_windows
 from steer.errors import SteerError
 from steer.io import file_sha256
+from steer.model.layouts import check_site, site_width
 from steer.model.positions import OUTLIER_RULE
+from steer.model.sites import Hook
 from steer.training.cache import ActivationCache, build_activation_cache
 from steer.training.checkpoint import (
     CHECKPOINT_DIRNAME,
@@ -60,6 +62,8 @@ def run_key(cfg: TrainConfig) -> str:
     for name in list(keep):
         if owner(name) not in (None, cfg.architecture):
             del keep[name]
+    if keep.get("site") == "resid_post":
+        del keep["site"]  # the site every run had before there was a choice: same keys as then
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -90,7 +94,7 @@ def collect_activations(
     cache_path = Path(cfg.cache_dir) if cfg.cache_dir else default_dir("activations", cfg)
     cache = build_activation_cache(
         model,
-        cfg.layer,
+        cfg.layer if cfg.site == "resid_post" else Hook.at(cfg.site, cfg.layer),
         windows,
         cache_path,
         outlier_factor=cfg.outlier_factor,
@@ -116,6 +120,7 @@ class TrainingRun:
         self.model = model if model is not None else load_model(cfg.model, device="cpu")
         if not 0 <= cfg.layer < self.model.n_layers:
             raise SteerError(f"layer {cfg.layer} out of range (model has {self.model.n_layers})")
+        check_site(self.model.hf.config, Hook.at(cfg.site, cfg.layer))
         self.files = source_files(cfg.sources())
         self.cache = self._collect()
         if self.cache.n_rows < cfg.batch_size:
@@ -147,11 +152,16 @@ class TrainingRun:
         if cfg.architecture == "standard":
             return StandardTrainer(
                 cfg,
-                self.model.d_model,
+                self.d_in,
                 sample,
                 resample_source=lambda n, seed: cache.rows(n, seed=seed),
             )
-        return TopKTrainer(cfg, self.model.d_model, sample)
+        return TopKTrainer(cfg, self.d_in, sample)
+
+    @property
+    def d_in(self) -> int:
+        """The width of the site the SAE reads."""
+        return site_width(self.model.hf.config, Hook.at(self.cfg.site, self.cfg.layer))
 
     def load_state(self) -> bool:
         """Continue from the last checkpoint, if there is one; returns whether there was.
@@ -229,14 +239,17 @@ class TrainingRun:
         from steer.sae.base import parse_dtype
 
         cfg, trainer, model = self.cfg, self.trainer, self.model
+        hook = Hook.at(cfg.site, cfg.layer)
         sae_cfg = SAEConfig(
             architecture=trainer.architecture,
-            d_in=model.d_model,
+            d_in=site_width(model.hf.config, hook),
             d_sae=cfg.d_sae,
             k=cfg.k if trainer.architecture == "topk" else None,
             apply_b_dec_to_input=True,
-            hf_hook_name=model.hook_name(cfg.layer),
-            hook_name=f"blocks.{cfg.layer}.hook_resid_post",
+            # The HF path names the residual stream after a block; other sites go by their
+            # TransformerLens name alone (steer.model.sites reads it back).
+            hf_hook_name=model.hook_name(cfg.layer) if hook.kind == "resid_post" else None,
+            hook_name=hook.name,
             model_name=model.name,
         )
         sae = get_architectures()[trainer.architecture](sae_cfg)
@@ -264,6 +277,7 @@ class TrainingRun:
         hf = [asdict(s) for s in sources if isinstance(s, HFSource)]
         return {
             "layer": cfg.layer,
+            **({"site": cfg.site} if cfg.site != "resid_post" else {}),
             "context_size": cfg.ctx_len,
             # SAELens reads dataset_path as one string; the files and their hashes go beside it.
             "dataset_path": "; ".join(str(s) for s in sources),

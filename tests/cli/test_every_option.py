@@ -102,6 +102,7 @@ BAD_VALUES: dict[str, dict[str, list[tuple[str, ...]]]] = {
         "--model": MODEL,
         "--layer": [("-1", "'--layer'"), ("x", "'--layer'"), ("99", "out of range", NEEDS_MODEL)],
         "--architecture": [("tanh", "'--architecture'"), *EMPTY],
+        "--site": [("mlp", "'--site'"), ("hook_mlp_out", "'--site'"), *EMPTY],
         "--d-sae": POSITIVE,
         "--k": [*POSITIVE, ("100000", "larger than d_sae")],
         "--l1-coefficient": [("-1", "'--l1-coefficient'"), ("nan", "'--l1-coefficient'")],

@@ -12,6 +12,7 @@ import torch
 from support.tiny import tiny_llama, tiny_tokenizer
 
 from steer.model import LoadedModel, trace
+from steer.model.sites import Hook
 
 
 def tiny_gpt2(vocab_size: int):
@@ -102,11 +103,12 @@ def test_a_generate_edit_that_changes_nothing_gives_the_plain_tokens(family):
     enc, kwargs, plain = plain_generation(model, ids, 5)
     seen: list[tuple[int, int]] = []
 
-    def edit(layer, step, hidden):
-        seen.append((layer, step))
+    def edit(hook, step, hidden):
+        seen.append((hook.layer, step))
         return hidden
 
-    steered = trace.generate(model, enc, kwargs, layers=[2, 0], edit=edit)
+    hooks = [Hook.at("resid_post", 2), Hook.at("resid_post", 0)]
+    steered = trace.generate(model, enc, kwargs, hooks=hooks, edit=edit)
     assert torch.equal(steered, plain)
     # every step visits the layers in forward order, the prompt pass first
     assert seen[:2] == [(0, 0), (2, 0)] and seen[-1] == (2, 4)
@@ -116,7 +118,9 @@ def test_a_generate_edit_writes_back_into_the_block(family):
     model, ids, _, _ = family
     enc, kwargs, plain = plain_generation(model, ids, 3)
     push = torch.randn(model.d_model, generator=torch.Generator().manual_seed(1)) * 50
-    steered = trace.generate(model, enc, kwargs, layers=[1], edit=lambda _l, _s, h: h + push)
+    steered = trace.generate(
+        model, enc, kwargs, hooks=[Hook.at("resid_post", 1)], edit=lambda _l, _s, h: h + push
+    )
     assert not torch.equal(steered, plain)
 
 
@@ -132,7 +136,12 @@ def test_a_step_with_nothing_to_edit_stays_in_step_with_the_model(family):
         return step == 0
 
     steered = trace.generate(
-        model, enc, kwargs, layers=[1], edit=lambda _l, _s, h: h, busy=prompt_only
+        model,
+        enc,
+        kwargs,
+        hooks=[Hook.at("resid_post", 1)],
+        edit=lambda _l, _s, h: h,
+        busy=prompt_only,
     )
     # Steps 0-4 make the 5 tokens; the loop then waits at step 5 for a pass that never comes.
     assert asked == [0, 1, 2, 3, 4, 5]

@@ -125,8 +125,8 @@ def test_unsupported_normalization(tmp_path, make_sae):
 
 def test_unsupported_reshape(tmp_path, make_sae):
     folder = _good(tmp_path, make_sae)
-    _edit_cfg(folder, reshape_activations="hook_z")
-    _fails(folder, "reshape_activations 'hook_z' (attention heads' hook_z) is not supported yet")
+    _edit_cfg(folder, reshape_activations="heads")
+    _fails(folder, "reshape_activations 'heads' is not supported (only 'none' and 'hook_z')")
 
 
 def test_weights_missing(tmp_path, make_sae):

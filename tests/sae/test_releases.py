@@ -11,6 +11,7 @@ from support.hf_cache import offline_cache_env, populate_from_folder
 from support.sae_factory import make_sae
 
 from steer.errors import SteerError
+from steer.model.sites import Hook
 from steer.sae import load_sae, save_sae
 from steer.sae import releases as releases_module
 from steer.sae.releases import fetch_release_sae, find_release
@@ -52,7 +53,8 @@ def test_release_override_normalises_like_saelens(tmp_path, monkeypatch, release
     )
     sae, layer = load_saes(recipe)["m"]
     assert sae.cfg.normalize_activations == "constant_norm_rescale"  # from the release list
-    assert layer == 7  # resid_pre of block 8 is the output of block 7
+    assert layer == Hook.at("resid_pre", 8)  # block 8's input: block 7's output
+    assert sae.cfg.layer == 7
     assert sae.cfg.metadata["release"] == MISTRAL[0]
     x = torch.randn(6, 16) * 5
     plain = load_sae(folder)  # the same files without the release's settings

@@ -10,6 +10,7 @@ from support.cli_helpers import RESULT_KEYS
 from support.handmade import orthonormal_sae
 from support.sae_factory import make_sae
 
+from steer.model.sites import Hook
 from steer.sae import save_sae
 from steer.steering.engine import Steerer
 from steer.steering.generation import generate_plain
@@ -196,7 +197,11 @@ def test_edit_writes_back_only_the_change_through_the_decoder(tiny_model):
     sae = make_sae(d_in=tiny_model.d_model, d_sae=96, layer=2, seed=4)
     feats = torch.tensor([5, 9])
     site = Site(
-        sae_id="s", sae=sae, layer=2, features=feats, decoder=sae.decoder_rows(feats).detach()
+        sae_id="s",
+        sae=sae,
+        hook=Hook.at("resid_post", 2),
+        features=feats,
+        decoder=sae.decoder_rows(feats).detach(),
     )
     site.operations.append(Operation("clamp", clamp, 3.0, torch.tensor([0, 1]), None, "all"))
     x = torch.randn(2, 4, tiny_model.d_model) * 3

@@ -9,6 +9,7 @@ from steer_plugins.clamp import clamp
 from support.sae_factory import make_sae
 
 from steer.errors import SteerError
+from steer.model.sites import Hook
 from steer.sae import save_sae
 from steer.steering.edit import Readings, edit_site
 from steer.steering.engine import Steerer
@@ -17,7 +18,13 @@ from steer.steering.recipe import parse_recipe
 
 
 def _clamped(sae, x, feats, value=3.0):
-    site = Site(sae_id="s", sae=sae, layer=2, features=feats, decoder=sae.decoder_rows(feats))
+    site = Site(
+        sae_id="s",
+        sae=sae,
+        hook=Hook.at("resid_post", 2),
+        features=feats,
+        decoder=sae.decoder_rows(feats),
+    )
     site.operations.append(Operation("clamp", clamp, value, torch.tensor([0, 1]), None, "all"))
     return edit_site(site, x, step=1, valid=None, readings=Readings())
 

@@ -15,6 +15,7 @@ from support.hf_cache import offline_cache_env, populate_hf_cache
 from support.saelens_peer import assert_same_outputs, saelens_sae
 
 from steer.errors import SteerError
+from steer.model.sites import Hook, hook_of
 from steer.sae import families as families_pkg
 from steer.sae import load_sae, read_sae_config
 from steer.sae.families import common, gemmascope
@@ -174,24 +175,20 @@ def test_names_give_saelens_config(repo_id, folder, d_in, d_sae, transcoder):
     assert {k: ours["metadata"].get(k) for k in meta} == {
         k: theirs["metadata"].get(k) for k in meta
     }
-    if "att" in repo_id:  # the attention SAEs read hook_z, split by head: steer refuses them
-        with pytest.raises(SteerError, match="hook_z"):
-            common.family_config(ours, {}, "x")
-    else:
-        cfg = common.family_config(ours, {}, "x")
-        assert (cfg.hook_name, cfg.hook_name_out) == (
-            theirs["metadata"]["hook_name"],
-            theirs["metadata"].get("hook_name_out"),
-        )
+    cfg = common.family_config(ours, {}, "x")  # attention SAEs too: they read steer's z site
+    assert (cfg.hook_name, cfg.hook_name_out) == (
+        theirs["metadata"]["hook_name"],
+        theirs["metadata"].get("hook_name_out"),
+    )
 
 
-def test_attention_sae_is_refused_in_one_line(tmp_path):
+def test_attention_sae_reads_the_heads_outputs(tmp_path):
     file = write_npz(
         tmp_path / "gemma-scope-2b-pt-att" / "layer_3/width_16k/average_l0_9/params.npz"
     )
-    with pytest.raises(SteerError, match="reshape_activations 'hook_z'") as err:
-        read_sae_config(file.parent)
-    assert "\n" not in str(err.value) and str(file) in str(err.value)
+    cfg = read_sae_config(file.parent)
+    assert cfg.hook_name == "blocks.3.attn.hook_z"
+    assert hook_of(cfg.hook_name, cfg.hf_hook_name) == Hook.at("z", 3)
 
 
 def test_site_and_model_from_the_path_or_hints(tmp_path):
