@@ -142,13 +142,22 @@ class LoadedModel:
 
 
 def load_model(
-    spec: str = DEFAULT_MODEL, *, device: str | None = None, dtype: str | None = None
+    spec: str = DEFAULT_MODEL,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    device_map: str | None = None,
 ) -> LoadedModel:
     """Load a model by name: the bundled ``smollm2-135m-instruct``, a ``.gguf`` file, a local
-    HF folder, or a Hugging Face id (the last needs network the first time)."""
+    HF folder, or a Hugging Face id (the last needs network the first time).
 
-    device = check_device(device) if device else default_device()
+    ``device_map`` (``"auto"``) spreads a Hugging Face model over the machine's GPUs (and CPU)
+    with accelerate instead of putting it on ``device``; inputs then go to its first device.
+    """
     torch_dtype = _parse_dtype(dtype)
+    if device_map is not None:
+        return _load_mapped(spec, device_map, torch_dtype)
+    device = check_device(device) if device else default_device()
     if spec == DEFAULT_MODEL:
         hf, tok = load_gguf_cached(bundled_gguf_path(), cache_dir())
     elif spec.endswith(".gguf"):
@@ -161,6 +170,17 @@ def load_model(
         hf = hf.to(torch_dtype)
     hf = hf.to(device).eval()
     return LoadedModel(name=spec, hf=hf, tokenizer=tok, device=device)
+
+
+def _load_mapped(spec: str, device_map: str, torch_dtype: Any) -> LoadedModel:
+    if spec == DEFAULT_MODEL or spec.endswith(".gguf"):
+        raise SteerError(
+            f"device_map {device_map!r} needs a Hugging Face model (an id or a folder), not "
+            f"{spec!r}: give `device` instead"
+        )
+    hf, tok = _load_pretrained(spec, device_map=device_map, dtype=torch_dtype)
+    first = next(hf.parameters()).device  # where the embeddings are: inputs go there
+    return LoadedModel(name=spec, hf=hf.eval(), tokenizer=tok, device=str(first))
 
 
 def _existing(path: Path) -> Path:
@@ -180,7 +200,7 @@ def _parse_dtype(dtype: str | None) -> Any:
     return table[dtype]
 
 
-def _load_pretrained(spec: str) -> tuple[Any, Any]:
+def _load_pretrained(spec: str, **placement: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     local = Path(spec).expanduser()
@@ -196,7 +216,10 @@ def _load_pretrained(spec: str) -> tuple[Any, Any]:
         require_downloadable(spec)  # one line now, not a minute of download retries
     try:
         tok = AutoTokenizer.from_pretrained(source)
-        hf = AutoModelForCausalLM.from_pretrained(source)
+        # placement: device_map and dtype, when accelerate places the weights as it loads them
+        hf = AutoModelForCausalLM.from_pretrained(
+            source, **{k: v for k, v in placement.items() if v is not None}
+        )
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SteerError(

@@ -71,6 +71,14 @@ def block_path(model: Any, layer: int) -> str:
     return _block(model, layer).path.removeprefix("model.")
 
 
+def block_device(model: Any, layer: int) -> torch.device:
+    """The device block ``layer``'s weights are on: the model's device, or, with a
+    ``device_map``, that block's GPU (an SAE at the block goes there)."""
+    module = model.hf.get_submodule(block_path(model, layer))
+    first = next(module.parameters(), None)
+    return first.device if first is not None else torch.device(model.device)
+
+
 def final_norm_weight(model: Any) -> torch.Tensor | None:
     """The elementwise weight of the norm before the unembedding, or ``None``."""
     norm = getattr(model.lm, "final_norm", None)

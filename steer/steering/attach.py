@@ -8,6 +8,7 @@ from pathlib import Path
 
 from steer.model import LoadedModel
 from steer.model.sites import Hook
+from steer.model.trace import block_device
 from steer.sae import SAE, load_sae
 from steer.sae.fit import check_fits_site, sae_hook
 from steer.sae.sources import resolve_sae_path, sae_overrides
@@ -51,5 +52,5 @@ def attach_saes(
         sae, hook = saes[spec.id]
         model_name = None if spec.allow_other_model else model.name
         check_fits_site(sae, hook, model.hf.config, where=f"saes[{i}]", model_name=model_name)
-        attached[spec.id] = (sae.to(model.device).eval(), hook)
+        attached[spec.id] = (sae.to(block_device(model, hook.layer)).eval(), hook)
     return attached

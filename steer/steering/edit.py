@@ -61,6 +61,8 @@ def edit_site(
     on decode steps, where every row holds one real token. Returns the new hidden state (the
     same tensor object when nothing was edited).
     """
+    if valid is not None and valid.device != hidden.device:
+        valid = valid.to(hidden.device)  # with a device_map, the block may be on another GPU
     operations = [op for op in site.operations if active_at(op.positions, step)]
     if operations:
         hidden = _apply_operations(site, operations, hidden, valid)

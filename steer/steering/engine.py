@@ -75,7 +75,9 @@ class Steerer:
         self.recipe = recipe = resolve_hub_features(recipe, saes)
         t0 = time.perf_counter()
         if model is None:
-            model = load_model(recipe.model, device=device, dtype=recipe.dtype)
+            model = load_model(
+                recipe.model, device=device, dtype=recipe.dtype, device_map=recipe.device_map
+            )
         self.model = model
         self.timing["load_model_s"] = time.perf_counter() - t0
         self.saes = attach_saes(saes, self.model, recipe)
@@ -115,9 +117,7 @@ class Steerer:
             # Edits are decoded in float32 at least, then added in the model's dtype: a bf16
             # product would round every decoder row before the change is even applied.
             dtype = torch.promote_types(self.model.hf.dtype, torch.float32)
-            sites = build_sites(
-                recipe, batch, self.saes, self.pm, dtype=dtype, device=self.model.device
-            )
+            sites = build_sites(recipe, batch, self.saes, self.pm, dtype=dtype)
             monitor = None
             if any(site.watches for site in sites):
                 monitor = LiveMonitor(

@@ -96,11 +96,11 @@ def build_sites(
     pm,
     *,
     dtype: torch.dtype,
-    device: str | torch.device,
 ) -> list[Site]:
     """The sites of one batch (the prompts ``prompt_indices`` of ``recipe``), in forward order.
 
-    ``saes`` maps an SAE id to the loaded SAE and its site.
+    ``saes`` maps an SAE id to the loaded SAE (on its block's device) and its site; decoder
+    rows are kept in ``dtype``.
     """
     sites = {
         sae_id: Site(sae_id=sae_id, sae=sae, hook=hook) for sae_id, (sae, hook) in saes.items()
@@ -112,7 +112,8 @@ def build_sites(
         for f in feats:
             if f not in known:
                 known.append(f)
-        return torch.tensor([known.index(f) for f in feats], dtype=torch.long, device=device)
+        index = [known.index(f) for f in feats]
+        return torch.tensor(index, dtype=torch.long, device=sites[sae_id].sae.device)
 
     # Group identical steps over the batch's rows, so a recipe-level intervention is one
     # operation on every row rather than one per prompt.
@@ -136,7 +137,9 @@ def build_sites(
                 apply=kind.apply,
                 value=step.value,
                 cols=columns(step.sae, list(step.features)),
-                rows=None if every_row else torch.tensor(rows, dtype=torch.long, device=device),
+                rows=None
+                if every_row
+                else torch.tensor(rows, dtype=torch.long, device=sites[step.sae].sae.device),
                 positions=step.positions,
             )
         )
@@ -148,17 +151,17 @@ def build_sites(
                 monitor=kind,
                 spec=spec,
                 label=label,
-                features=torch.tensor(spec.features, dtype=torch.long, device=device),
+                features=torch.tensor(spec.features, dtype=torch.long, device=site.sae.device),
                 positions=spec.positions,
                 response=_response(spec, site.sae, pm, where=f"monitors[{i}].action", dtype=dtype),
             )
         )
     for site in sites.values():
-        site.features = torch.tensor(features[site.sae_id], dtype=torch.long, device=device)
+        # Each site's tensors live where its SAE does: with a device_map, its block's GPU.
+        here = site.sae.device
+        site.features = torch.tensor(features[site.sae_id], dtype=torch.long, device=here)
         if site.operations:
-            site.decoder = (
-                site.sae.decoder_rows(site.features).detach().to(device=device, dtype=dtype)
-            )
+            site.decoder = site.sae.decoder_rows(site.features).detach().to(here, dtype=dtype)
     busy = [s for s in sites.values() if s.operations or s.watches]
     return sorted(busy, key=lambda s: s.hook)
 

@@ -199,6 +199,9 @@ class Recipe(StrictModel):
     dtype: Literal["bfloat16", "float16", "float32"] | None = Field(
         None, description="The model's weights' dtype; default: the model's own."
     )
+    device_map: Literal["auto"] | None = Field(
+        None, description="Spread a Hugging Face model over the GPUs (accelerate's device_map)."
+    )
     saes: list[SAESpec] = Field(default_factory=list)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     prompts: list[PromptSpec] = Field(min_length=1)
