@@ -70,7 +70,7 @@ def test_a_recipe_names_the_dtype(dtype, monkeypatch, tiny_model, pm):
 
     asked = {}
 
-    def fake_load(name, *, device=None, dtype=None):
+    def fake_load(name, *, device=None, dtype=None, device_map=None):
         asked["dtype"] = dtype
         return tiny_model
 
