@@ -25,16 +25,9 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-PROMPTS = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Explain photosynthesis to a child.",
-    "Give me three tips for learning to cook.",
-    "Why is the sky blue?",
-    "Describe a walk in the forest in autumn.",
-    "What makes a good friend?",
-    "Summarize the plot of Hamlet in two sentences.",
-]
+sys.path.insert(0, str(REPO / "bench"))  # run as a script or imported: generation.py beside it
+from generation import PROMPTS  # noqa: E402  the same prompts as the CPU benchmark
+
 FAILURES: list[str] = []
 
 

@@ -40,6 +40,17 @@ def _describe(name: str) -> tuple[str | None, str | None]:
     return family, (f"{float(size.group(1)):g}{size.group(2)}" if size else None)
 
 
+def check_model_name(sae_model: str | None, model_name: str | None, *, where: str) -> None:
+    """A one-line SteerError when the SAE's config names another model than ``model_name``
+    (``None``: not checked), with how to attach it anyway."""
+    if model_names_differ(sae_model, model_name):
+        raise SteerError(
+            f"the SAE was trained on {sae_model!r}, not on {model_name!r} (set "
+            "`allow_other_model: true` on the SAE entry to attach it anyway)",
+            where=where,
+        )
+
+
 def check_fits_model(
     sae: SAE,
     *,
@@ -55,12 +66,7 @@ def check_fits_model(
     width and its layer (``layer``, else the one its hook names give) is a block of the
     model."""
     cfg = sae.cfg
-    if model_names_differ(cfg.model_name, model_name):
-        raise SteerError(
-            f"the SAE was trained on {cfg.model_name!r}, not on {model_name!r} (set "
-            "`allow_other_model: true` on the SAE entry to attach it anyway)",
-            where=where,
-        )
+    check_model_name(cfg.model_name, model_name, where=where)
     if cfg.is_transcoder:
         raise SteerError(
             f"the SAE is a transcoder (reads {cfg.hook_name!r}, writes {cfg.hook_name_out!r}); "
@@ -130,12 +136,7 @@ def check_fits_site(
     HF ``config``: not an SAE of another model (``model_name``: the loaded model's; ``None``
     skips this), a site the family has, and ``d_in`` the site's width."""
     cfg = sae.cfg
-    if model_names_differ(cfg.model_name, model_name):
-        raise SteerError(
-            f"the SAE was trained on {cfg.model_name!r}, not on {model_name!r} (set "
-            "`allow_other_model: true` on the SAE entry to attach it anyway)",
-            where=where,
-        )
+    check_model_name(cfg.model_name, model_name, where=where)
     try:
         check_site(config, hook)
     except SteerError as exc:
