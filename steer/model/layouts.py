@@ -24,6 +24,7 @@ class Layout:
     attn_out: str
     mlp_out: str
     z: str
+    mlp: str = "mlp"  # the MLP itself: its input is mlp_in
     # GPT-NeoX's parallel blocks feed attention and MLP the same input: no resid_mid.
     has_mid: bool = True
 

@@ -8,6 +8,8 @@ Site kinds, in the order a block computes them:
 * ``attn_out``: what the attention adds to the residual stream;
 * ``resid_mid``: the residual stream between attention and MLP (models whose MLP reads the
   attention's result; not GPT-NeoX's parallel blocks);
+* ``mlp_in``: what the MLP reads, after its norm (TransformerLens ``hook_mlp_in`` and
+  ``ln2.hook_normalized``: where transcoders read);
 * ``mlp_out``: what the MLP adds to the residual stream;
 * ``resid_post``: the residual stream leaving block N.
 
@@ -22,7 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-SITE_KINDS = ("resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post")
+SITE_KINDS = ("resid_pre", "z", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post")
 
 # TransformerLens hook name of each kind at block N.
 _TL_NAMES = {
@@ -30,12 +32,13 @@ _TL_NAMES = {
     "z": "blocks.{n}.attn.hook_z",
     "attn_out": "blocks.{n}.hook_attn_out",
     "resid_mid": "blocks.{n}.hook_resid_mid",
+    "mlp_in": "blocks.{n}.hook_mlp_in",
     "mlp_out": "blocks.{n}.hook_mlp_out",
     "resid_post": "blocks.{n}.hook_resid_post",
 }
 _TL = re.compile(
     r"^blocks\.(\d+)\.(hook_resid_pre|hook_resid_mid|hook_resid_post|hook_attn_out"
-    r"|hook_mlp_out|attn\.hook_z)$"
+    r"|hook_mlp_out|hook_mlp_in|ln2\.hook_normalized|attn\.hook_z)$"
 )
 _TL_KIND = {
     "hook_resid_pre": "resid_pre",
@@ -43,6 +46,8 @@ _TL_KIND = {
     "hook_resid_post": "resid_post",
     "hook_attn_out": "attn_out",
     "hook_mlp_out": "mlp_out",
+    "hook_mlp_in": "mlp_in",
+    "ln2.hook_normalized": "mlp_in",
     "attn.hook_z": "z",
 }
 # Hugging Face module paths: <blocks>.N[.<module>][.input], for the families steer knows. Only
@@ -68,6 +73,7 @@ _HF_OUTPUT = {
 # ... and a module's input (``.input``, as Gemma Scope 2 writes).
 _HF_INPUT = {
     None: "resid_pre",
+    "mlp": "mlp_in",
     "self_attn.o_proj": "z",
     "attn.c_proj": "z",
     "attention.dense": "z",

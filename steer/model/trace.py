@@ -130,6 +130,7 @@ def edit_block(model: Any, layout: Any, layer: int, hooks: Sequence[Hook], fn: A
     back what ``fn(hook, value)`` returns (nothing when it returns ``value`` itself).
 
     ``resid_pre`` is the block's input, ``z`` the input of the attention's output projection,
+    ``mlp_in`` the MLP's input,
     ``attn_out`` / ``mlp_out`` the output of the module whose result is added to the residual
     stream (:mod:`steer.model.layouts`), ``resid_post`` the block's output. ``resid_mid`` is
     ``resid_pre + attn_out``; a change to it is written by adding it to the attention's
@@ -163,6 +164,12 @@ def edit_block(model: Any, layout: Any, layer: int, hooks: Sequence[Hook], fn: A
             return new
 
         _edit_output(_sub(block, layout.attn_out), attention)
+    if "mlp_in" in kinds:
+        mlp = _sub(block, layout.mlp)
+        x = mlp.input
+        new = fn(kinds["mlp_in"], x)
+        if new is not x:
+            mlp.input = new
     if "mlp_out" in kinds:
         _edit_output(_sub(block, layout.mlp_out), lambda v: fn(kinds["mlp_out"], v))
     if "resid_post" in kinds:

@@ -98,11 +98,7 @@ def sae_hook(sae: SAE, *, site: str | None, layer: int | None, where: str) -> Ho
     SteerErrors name the recipe field (``saes[0].site``, ``saes[0].layer``)."""
     cfg = sae.cfg
     if cfg.is_transcoder:
-        raise SteerError(
-            f"the SAE is a transcoder (reads {cfg.hook_name!r}, writes {cfg.hook_name_out!r}); "
-            "steer attaches SAEs that read and write one site, so far",
-            where=where,
-        )
+        transcoder_write_hook(sae, where=where)  # both sites named, in forward order
     own = hook_of(cfg.hook_name, cfg.hf_hook_name)
     named = cfg.hook_name or cfg.hf_hook_name
     if own is None and named is not None and site is None:
@@ -129,6 +125,31 @@ def sae_hook(sae: SAE, *, site: str | None, layer: int | None, where: str) -> Ho
     return Hook.at(site or "resid_post", layer)
 
 
+def transcoder_write_hook(sae: SAE, *, where: str = "") -> Hook | None:
+    """The site a transcoder writes (``None`` for an SAE, which writes where it reads); a
+    transcoder whose sites are unknown, or whose output comes before its input, is a one-line
+    SteerError."""
+    cfg = sae.cfg
+    if not cfg.is_transcoder:
+        return None
+    read = hook_of(cfg.hook_name, cfg.hf_hook_name)
+    write = hook_of(cfg.hook_name_out, cfg.hf_hook_name_out)
+    if read is None or write is None:
+        raise SteerError(
+            f"the transcoder reads {cfg.hook_name or cfg.hf_hook_name!r} and writes "
+            f"{cfg.hook_name_out or cfg.hf_hook_name_out!r}: steer needs both sites by name "
+            "(e.g. blocks.N.hook_mlp_in and blocks.N.hook_mlp_out)",
+            where=where,
+        )
+    if not write > read:
+        raise SteerError(
+            f"the transcoder writes {write}, which the forward pass reaches before {read}, "
+            "where it reads",
+            where=where,
+        )
+    return write
+
+
 def check_fits_site(
     sae: SAE, hook: Hook, config: Any, *, where: str, model_name: str | None = None
 ) -> None:
@@ -137,11 +158,14 @@ def check_fits_site(
     skips this), a site the family has, and ``d_in`` the site's width."""
     cfg = sae.cfg
     check_model_name(cfg.model_name, model_name, where=where)
-    try:
-        check_site(config, hook)
-    except SteerError as exc:
-        raise SteerError(str(exc), where=where) from None
-    width = site_width(config, hook)
-    if cfg.d_in != width:
-        what = "residual stream" if hook.is_residual else f"{hook.kind} of block {hook.layer}"
-        raise SteerError(f"SAE d_in is {cfg.d_in} but the model's {what} is {width}", where=where)
+    write = transcoder_write_hook(sae, where=where)
+    sites = [(hook, cfg.d_in, "d_in")] + ([(write, cfg.output_width, "d_out")] if write else [])
+    for site, size, name in sites:
+        try:
+            check_site(config, site)
+        except SteerError as exc:
+            raise SteerError(str(exc), where=where) from None
+        width = site_width(config, site)
+        if size != width:
+            what = "residual stream" if site.is_residual else f"{site.kind} of block {site.layer}"
+            raise SteerError(f"SAE {name} is {size} but the model's {what} is {width}", where=where)

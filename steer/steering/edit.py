@@ -54,25 +54,45 @@ class Readings:
 def edit_site(
     site: Site, hidden: torch.Tensor, step: int, valid: torch.Tensor | None, readings: Readings
 ) -> torch.Tensor:
-    """Apply a site's operations to ``hidden`` [batch, seq, d_model], read its monitors into
+    """Apply a site's operations to ``hidden`` [batch, seq, width], read its monitors into
     ``readings``, and apply the responses of monitors that fired.
 
     ``valid`` [batch, seq] marks real (non-padding) tokens on the prompt pass; it is ``None``
     on decode steps, where every row holds one real token. Returns the new hidden state (the
-    same tensor object when nothing was edited).
+    same tensor object when nothing was edited). A transcoder's change belongs to its output
+    site: it is kept in ``site.pending`` (see :func:`write_pending`) and ``hidden`` is returned
+    unchanged.
     """
     if valid is not None and valid.device != hidden.device:
         valid = valid.to(hidden.device)  # with a device_map, the block may be on another GPU
+    transcoder = site.write_hook is not None
+    target = (
+        hidden.new_zeros(*hidden.shape[:-1], site.sae.cfg.output_width) if transcoder else hidden
+    )
     operations = [op for op in site.operations if active_at(op.positions, step)]
     if operations:
-        hidden = _apply_operations(site, operations, hidden, valid)
+        target = _apply_operations(site, operations, hidden, valid, target)
     for watch in site.watches:
         if active_at(watch.positions, step):
-            hidden = _read_watch(site, watch, hidden, step, valid, readings)
-    return hidden
+            # An SAE's monitors read the stream after its edits; a transcoder's, its input.
+            read = hidden if transcoder else target
+            target = _read_watch(site, watch, read, step, valid, readings, target)
+    if transcoder:
+        site.pending = target
+        return hidden
+    return target
 
 
-def _read_watch(site, watch, hidden, step, valid, readings: Readings) -> torch.Tensor:
+def write_pending(site: Site, hidden: torch.Tensor) -> torch.Tensor:
+    """At a transcoder's output site: ``hidden`` plus the change it decoded at its input site
+    on this step (``hidden`` itself when there is none)."""
+    pending, site.pending = site.pending, None
+    if pending is None:
+        return hidden
+    return hidden + pending.to(hidden.device, hidden.dtype)
+
+
+def _read_watch(site, watch, hidden, step, valid, readings: Readings, target) -> torch.Tensor:
     values, exact = site.sae.encode_features_bound(hidden, watch.features)
     hits = watch.monitor.observe(values, watch.spec)
     if not exact:
@@ -110,11 +130,11 @@ def _read_watch(site, watch, hidden, step, valid, readings: Readings) -> torch.T
             )
         )
     if watch.response is not None and watch.fired:
-        hidden = _respond(site, watch, hidden, step, valid)
-    return hidden
+        target = _respond(site, watch, hidden, step, valid, target)
+    return target
 
 
-def _respond(site, watch, hidden, step, valid) -> torch.Tensor:
+def _respond(site, watch, hidden, step, valid, target) -> torch.Tensor:
     """Apply the watch's response to every row it fired on, from the firing token on. Only
     those rows are encoded (for a TopK SAE that is the full encode, so it matters)."""
     response = watch.response
@@ -132,7 +152,7 @@ def _respond(site, watch, hidden, step, valid) -> torch.Tensor:
     change = (after.reshape(before.shape) - before) * mask.unsqueeze(-1)
     delta = change.to(response.decoder.dtype) @ response.decoder
     delta = _in_model_space(site.sae, hidden[index], delta)
-    return hidden.index_add(0, index, delta.to(hidden.dtype))
+    return target.index_add(0, index, delta.to(target.dtype))
 
 
 def _checked(name: str, edited, flat: torch.Tensor) -> torch.Tensor:
@@ -144,7 +164,8 @@ def _checked(name: str, edited, flat: torch.Tensor) -> torch.Tensor:
     return edited.to(flat.dtype)
 
 
-def _apply_operations(site, operations, hidden, valid) -> torch.Tensor:
+def _apply_operations(site, operations, hidden, valid, out) -> torch.Tensor:
+    """``out`` plus the decoded change the operations make to ``hidden``'s features."""
     before = site.sae.encode_features(hidden, site.features)  # [B, T, m]
     after = before.clone()
     for op in operations:
@@ -159,7 +180,7 @@ def _apply_operations(site, operations, hidden, valid) -> torch.Tensor:
     if valid is not None:
         change = change * valid.unsqueeze(-1)  # never write into padding
     delta = _in_model_space(site.sae, hidden, change.to(site.decoder.dtype) @ site.decoder)
-    return hidden + delta.to(hidden.dtype)
+    return out + delta.to(out.dtype)
 
 
 def _in_model_space(sae, hidden: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:

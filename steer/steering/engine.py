@@ -22,7 +22,7 @@ from steer.model.sites import Hook
 from steer.model.trace import generate
 from steer.plugins.registry import call_plugin
 from steer.steering.attach import attach_saes, load_saes, resolve_hub_features
-from steer.steering.edit import Readings, edit_site
+from steer.steering.edit import Readings, edit_site, write_pending
 from steer.steering.generation import (
     StepCounter,
     eos_ids,
@@ -213,6 +213,8 @@ def generate_steered(
     by_hook: dict[Hook, list[Site]] = {}
     for site in sites:
         by_hook.setdefault(site.hook, []).append(site)
+        if site.write_hook is not None:  # a transcoder also acts where it writes
+            by_hook.setdefault(site.write_hook, []).append(site)
 
     def busy(hook: Hook, step: int) -> bool:
         return any(site.busy_at(step) for site in by_hook[hook])
@@ -221,7 +223,10 @@ def generate_steered(
         # The prompt pass carries left padding; decode steps hold one real token per row.
         mask = valid if step == 0 else None
         for site in by_hook[hook]:
-            hidden = edit_site(site, hidden, step, mask, readings)
+            if hook == site.write_hook:
+                hidden = write_pending(site, hidden)
+            else:
+                hidden = edit_site(site, hidden, step, mask, readings)
         return hidden
 
     seed_generation(recipe)

@@ -15,6 +15,7 @@ import torch
 from steer.model.sites import Hook
 from steer.plugins.registry import registry
 from steer.sae.base import SAE
+from steer.sae.fit import transcoder_write_hook
 from steer.steering.interventions import INTERVENTIONS, ApplyFn
 from steer.steering.monitors import MONITORS, MonitorType
 from steer.steering.recipe import MonitorSpec, Recipe, ResponseSpec
@@ -78,6 +79,10 @@ class Site:
     sae_id: str
     sae: SAE
     hook: Hook
+    # A transcoder's output site: the change it decodes at ``hook`` waits in ``pending`` until
+    # the forward pass reaches ``write_hook`` (None: an SAE writes where it reads).
+    write_hook: Hook | None = None
+    pending: torch.Tensor | None = None
     features: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
     decoder: torch.Tensor | None = None  # W_dec rows of `features`, in float32 at least
     operations: list[Operation] = field(default_factory=list)
@@ -103,7 +108,8 @@ def build_sites(
     rows are kept in ``dtype``.
     """
     sites = {
-        sae_id: Site(sae_id=sae_id, sae=sae, hook=hook) for sae_id, (sae, hook) in saes.items()
+        sae_id: Site(sae_id=sae_id, sae=sae, hook=hook, write_hook=transcoder_write_hook(sae))
+        for sae_id, (sae, hook) in saes.items()
     }
     features: dict[str, list[int]] = {sae_id: [] for sae_id in sites}
 

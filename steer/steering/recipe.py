@@ -66,9 +66,9 @@ class SAESpec(StrictModel):
     allow_other_model: bool = Field(
         False, description="Attach even though the SAE's cfg names another model."
     )
-    site: Literal["resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post"] | None = (
-        Field(None, description="Where the SAE reads and writes; default: its cfg's hook names.")
-    )
+    site: (
+        Literal["resid_pre", "z", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post"] | None
+    ) = Field(None, description="Where the SAE reads and writes; default: its cfg's hook names.")
     layer: int | None = Field(
         None, ge=0, description="The block (with `site`); default: the SAE's cfg."
     )

@@ -90,11 +90,13 @@ class TrainConfig(StrictModel):
 
     model: str = _setting(DEFAULT_MODEL, "Model to read activations from.", flag="model")
     layer: int = _setting(12, "The block (with --site).", flag="layer", ge=0)
-    site: Literal["resid_pre", "z", "attn_out", "resid_mid", "mlp_out", "resid_post"] = _setting(
-        "resid_post",
-        "Where the SAE reads: resid_post (the block's output), resid_pre, resid_mid, attn_out, "
-        "mlp_out or z.",
-        flag="site",
+    site: Literal["resid_pre", "z", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post"] = (
+        _setting(
+            "resid_post",
+            "Where the SAE reads: resid_post (the block's output), resid_pre, resid_mid, attn_out, "
+            "mlp_out or z.",
+            flag="site",
+        )
     )
     architecture: Literal["topk", "standard"] = _setting(
         "topk", "SAE architecture: topk or standard (ReLU + L1).", flag="architecture"

@@ -100,8 +100,8 @@ def _where(hf, family: str, hook: Hook, *, writing: bool):
         return _module(hf, family, hook.layer, "attn"), "post"
     if hook.kind == "resid_mid":
         return _module(hf, family, hook.layer, "mid"), "pre"
-    key = {"z": "z", "attn_out": "attn", "mlp_out": "mlp"}[hook.kind]
-    return _module(hf, family, hook.layer, key), "pre" if hook.kind == "z" else "post"
+    key = {"z": "z", "attn_out": "attn", "mlp_in": "mlp_module", "mlp_out": "mlp"}[hook.kind]
+    return _module(hf, family, hook.layer, key), "pre" if hook.kind in ("z", "mlp_in") else "post"
 
 
 @contextmanager

@@ -140,7 +140,7 @@ def hf_paths(family: str, layer: int) -> dict[str, str]:
 
 def test_a_name_whose_meaning_depends_on_the_family_is_not_guessed():
     assert hook_of(None, "model.layers.1.post_attention_layernorm") is None
-    assert hook_of(None, "model.layers.1.mlp.input") is None  # the MLP's input: not a site
+    assert hook_of(None, "model.layers.1.mlp.input") == Hook.at("mlp_in", 1)
     assert hook_of(None, "model.layers.1.input") == Hook.at("resid_pre", 1)
 
 

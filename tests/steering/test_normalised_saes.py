@@ -86,21 +86,3 @@ def test_an_sae_of_another_model_is_refused_unless_allowed(tiny_model, pm, tmp_p
     )
     allowed = parse_recipe({"saes": [{**spec, "allow_other_model": True}], "prompts": ["hi"]})
     Steerer(allowed, pm=pm, model=tiny_model)  # attaches
-
-
-def test_a_transcoder_is_refused_by_name_when_attached(tiny_model, pm, tmp_path):
-    sae = make_sae(
-        "transcoder",
-        d_in=tiny_model.d_model,
-        d_sae=16,
-        layer=None,
-        apply_b_dec_to_input=False,
-        hook_name="blocks.1.ln2.hook_normalized",
-        hook_name_out="blocks.1.hook_mlp_out",
-    )
-    save_sae(sae, tmp_path / "tc")
-    recipe = parse_recipe({"saes": [{"id": "t", "path": str(tmp_path / "tc")}], "prompts": ["hi"]})
-    with pytest.raises(
-        SteerError, match=r"saes\[0\]: the SAE is a transcoder \(reads 'blocks.1.ln2"
-    ):
-        Steerer(recipe, pm=pm, model=tiny_model)

@@ -87,6 +87,7 @@ _LLAMA_PATHS = {
     "attn": "self_attn",
     "mlp": "mlp",
     "z": "self_attn.o_proj",
+    "mlp_module": "mlp",  # the MLP itself (input: mlp_in)
 }
 _GEMMA_PATHS = {
     **_LLAMA_PATHS,
@@ -98,6 +99,7 @@ _NEOX_PATHS = {
     "attn": "post_attention_dropout",
     "mlp": "post_mlp_dropout",
     "z": "attention.dense",
+    "mlp_module": "mlp",
 }
 # family -> its HF module paths (relative to a block, but `blocks`), written out here rather
 # than read from steer's table: what the attention and the MLP add to the residual stream
@@ -122,6 +124,7 @@ MODULES = {
         "mlp": "mlp",
         "z": "attn.c_proj",
         "mid": "ln_2",
+        "mlp_module": "mlp",
     },
     "gpt_neox": {**_NEOX_PATHS, "mid": None},
     "gpt_neox_sequential": {**_NEOX_PATHS, "mid": "post_attention_layernorm"},
