@@ -73,7 +73,7 @@ def sae_eval(
     metrics = evaluate_sae(
         lm,
         loaded,
-        hook.layer if hook.kind == "resid_post" else hook,
+        hook,
         texts,
         max_tokens=max_tokens,
         ce_tokens=ce_tokens,

@@ -1,7 +1,7 @@
 """Which module of each model family computes each site (:mod:`steer.model.sites`): one table,
 read by the nnsight adapter (:mod:`steer.model.trace`).
 
-For each family: where the blocks are, which module's output is exactly what the attention
+For each family: which module's output is exactly what the attention
 adds to the residual stream (Gemma's post-attention norm, Phi-3's and GPT-NeoX's dropouts:
 what is added, after the family's own extra steps), the same for the MLP, and the module whose
 input is the attention heads' concatenated outputs (``z``). A block's input is ``resid_pre``,
@@ -10,6 +10,7 @@ its output ``resid_post``; ``resid_mid`` is ``resid_pre + attn_out`` where the M
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from steer.errors import SteerError
@@ -18,9 +19,9 @@ from steer.model.sites import Hook
 
 @dataclass(frozen=True)
 class Layout:
-    """Module paths (relative to a block, except ``blocks``) of one model family."""
+    """Module paths, relative to a block, of one model family. (The blocks themselves are
+    found through the nnsight adapter's ``rename=`` aliases, :data:`steer.model.trace.ALIASES`.)"""
 
-    blocks: str
     attn_out: str
     mlp_out: str
     z: str
@@ -29,9 +30,8 @@ class Layout:
     has_mid: bool = True
 
 
-_LLAMA = Layout(blocks="model.layers", attn_out="self_attn", mlp_out="mlp", z="self_attn.o_proj")
+_LLAMA = Layout(attn_out="self_attn", mlp_out="mlp", z="self_attn.o_proj")
 _GEMMA = Layout(
-    blocks="model.layers",
     attn_out="post_attention_layernorm",
     mlp_out="post_feedforward_layernorm",
     z="self_attn.o_proj",
@@ -47,14 +47,12 @@ LAYOUTS: dict[str, Layout] = {
     "gemma3_text": _GEMMA,
     "gemma3": _GEMMA,
     "phi3": Layout(
-        blocks="model.layers",
         attn_out="resid_attn_dropout",
         mlp_out="resid_mlp_dropout",
         z="self_attn.o_proj",
     ),
-    "gpt2": Layout(blocks="transformer.h", attn_out="attn", mlp_out="mlp", z="attn.c_proj"),
+    "gpt2": Layout(attn_out="attn", mlp_out="mlp", z="attn.c_proj"),
     "gpt_neox": Layout(
-        blocks="gpt_neox.layers",
         attn_out="post_attention_dropout",
         mlp_out="post_mlp_dropout",
         z="attention.dense",
@@ -74,7 +72,7 @@ def layout_of(config) -> Layout:
             f"{', '.join(sorted(set(LAYOUTS)))}); only the residual stream after a block works"
         )
     if model_type == "gpt_neox" and getattr(config, "use_parallel_residual", True):
-        return Layout(**{**layout.__dict__, "has_mid": False})
+        return dataclasses.replace(layout, has_mid=False)
     return layout
 
 

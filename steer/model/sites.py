@@ -50,13 +50,11 @@ _TL_KIND = {
     "ln2.hook_normalized": "mlp_in",
     "attn.hook_z": "z",
 }
-# Hugging Face module paths: <blocks>.N[.<module>][.input], for the families steer knows. Only
+# Hugging Face module paths: <...>.layers.N / <...>.h.N [.<module>][.input] (model.layers,
+# transformer.h, gpt_neox.layers, a wrapper's prefix...). Only
 # paths whose meaning is the same in every family are read: Llama's post_attention_layernorm
 # is the norm before the MLP, Gemma's the one after attention, so that name is not guessed.
-_HF = re.compile(
-    r"^(?:model\.layers|layers|transformer\.h|gpt_neox\.layers|model\.language_model\.layers)"
-    r"\.(\d+)(?:\.([a-z_]+(?:\.[a-z_]+)?))?$"
-)
+_HF = re.compile(r"^(?:[\w.]*\.)?(?:layers|h)\.(\d+)(?:\.([a-z_]+(?:\.[a-z_]+)?))?$")
 # A module's output...
 _HF_OUTPUT = {
     None: "resid_post",

@@ -104,18 +104,33 @@ def layer_output(model: Any, layer: int | Hook, ids: torch.Tensor) -> torch.Tens
     return hidden.float()
 
 
+def _site(model: Any, layer: int | Hook) -> tuple[Hook, Any]:
+    """``(hook, layout)`` for a block number (the residual stream after it) or a Hook; the
+    layout (None for resid_post, which every family has) says where its module is."""
+    hook = layer if isinstance(layer, Hook) else Hook.at("resid_post", layer)
+    return hook, None if hook.kind == "resid_post" else layout_of(model.hf.config)
+
+
+def _recorder() -> tuple[dict[str, torch.Tensor], Any]:
+    """``(found, record)``: an :func:`edit_block` callback that saves the value it is given
+    (under ``found["value"]``) and leaves it unchanged."""
+    found: dict[str, torch.Tensor] = {}
+
+    def record(_hook: Hook, value: torch.Tensor) -> torch.Tensor:
+        found["value"] = value.save()
+        return value
+
+    return found, record
+
+
 def site_output(model: Any, hook: Hook, ids: torch.Tensor) -> torch.Tensor:
     """The value at ``hook`` for ``ids`` ``[B, T]``: ``[B, T, width]`` float32. The forward
     pass stops right after the block. A site the model does not have is a SteerError."""
     check_site(model.hf.config, hook)
     if hook.kind == "resid_post":
         return layer_output(model, hook.layer, ids)
-    layout = layout_of(model.hf.config)
-    found: dict[str, torch.Tensor] = {}
-
-    def record(_hook: Hook, value: torch.Tensor) -> torch.Tensor:
-        found["value"] = value.save()
-        return value
+    hook, layout = _site(model, hook)
+    found, record = _recorder()
 
     with torch.inference_mode():  # noqa: SIM117 - nnsight needs each traced `with` on its own line
         with model.lm.trace(ids.long()) as tracer:
@@ -139,19 +154,12 @@ def edit_block(model: Any, layout: Any, layer: int, hooks: Sequence[Hook], fn: A
     block = _block(model, layer)
     kinds = {hook.kind: hook for hook in hooks}
     pre = None
-    if "resid_pre" in kinds or "resid_mid" in kinds:
+    if "resid_pre" in kinds:
+        pre = _edit_input(block, lambda v: fn(kinds["resid_pre"], v))
+    elif "resid_mid" in kinds:
         pre = block.input
-        if "resid_pre" in kinds:
-            new = fn(kinds["resid_pre"], pre)
-            if new is not pre:
-                block.input = new
-                pre = new
     if "z" in kinds:
-        projection = _sub(block, layout.z)
-        z = projection.input
-        new = fn(kinds["z"], z)
-        if new is not z:
-            projection.input = new
+        _edit_input(_sub(block, layout.z), lambda v: fn(kinds["z"], v))
     if "attn_out" in kinds or "resid_mid" in kinds:
 
         def attention(attn: torch.Tensor) -> torch.Tensor:
@@ -165,11 +173,7 @@ def edit_block(model: Any, layout: Any, layer: int, hooks: Sequence[Hook], fn: A
 
         _edit_output(_sub(block, layout.attn_out), attention)
     if "mlp_in" in kinds:
-        mlp = _sub(block, layout.mlp)
-        x = mlp.input
-        new = fn(kinds["mlp_in"], x)
-        if new is not x:
-            mlp.input = new
+        _edit_input(_sub(block, layout.mlp), lambda v: fn(kinds["mlp_in"], v))
     if "mlp_out" in kinds:
         _edit_output(_sub(block, layout.mlp_out), lambda v: fn(kinds["mlp_out"], v))
     if "resid_post" in kinds:
@@ -180,6 +184,15 @@ def _sub(block: Any, path: str) -> Any:
     for part in path.split("."):
         block = getattr(block, part)
     return block
+
+
+def _edit_input(envoy: Any, change: Any) -> torch.Tensor:
+    """Replace a module's (first) input by ``change(input)``; returns the input it now gets."""
+    value = envoy.input
+    new = change(value)
+    if new is not value:
+        envoy.input = new
+    return new
 
 
 def _edit_output(envoy: Any, change: Any) -> None:
@@ -197,13 +210,8 @@ def clean_run(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(hidden [B, T, d], logits [B, T, vocab])``, both float32: block ``layer``'s output (or
     a :class:`Hook`'s value) and the model's logits, from one full forward pass."""
-    hook = layer if isinstance(layer, Hook) else Hook.at("resid_post", layer)
-    layout = None if hook.kind == "resid_post" else layout_of(model.hf.config)
-    found: dict[str, torch.Tensor] = {}
-
-    def record(_hook: Hook, value: torch.Tensor) -> torch.Tensor:
-        found["value"] = value.save()
-        return value
+    hook, layout = _site(model, layer)
+    found, record = _recorder()
 
     with torch.inference_mode():  # noqa: SIM117 - nnsight needs the traced `with` on its own line
         with model.lm.trace(ids):
@@ -217,8 +225,7 @@ def patched_logits(
 ) -> torch.Tensor:
     """Logits ``[B, T, vocab]`` (float32) with block ``layer``'s output (or a :class:`Hook`'s
     value) replaced by ``new``."""
-    hook = layer if isinstance(layer, Hook) else Hook.at("resid_post", layer)
-    layout = None if hook.kind == "resid_post" else layout_of(model.hf.config)
+    hook, layout = _site(model, layer)
 
     def replace(_hook: Hook, value: torch.Tensor) -> torch.Tensor:
         return new.to(value.dtype)

@@ -7,7 +7,6 @@ answers without importing torch; :mod:`steer.sae.base` builds the modules that c
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,10 +30,6 @@ DTYPE_NAMES: dict[str, str] = {
     "f64": "float64",
 }
 
-# Hook names that say which block's output (residual stream) an SAE reads.
-_HF_RESID = re.compile(r"(?:^|\.)(?:layers|h)\.(\d+)$")  # model.layers.N, layers.N, transformer.h.N
-_TL_RESID = re.compile(r"^blocks\.(\d+)\.hook_resid_(post|pre)$")
-
 
 def canonical_dtype(name: Any) -> str:
     """``"float32"`` for a cfg.json ``dtype`` such as ``"torch.float32"`` or ``"F32"``; raises
@@ -53,15 +48,44 @@ def layer_of_hook(hf_hook_name: str | None, hook_name: str | None) -> int | None
     ``blocks.N.hook_resid_post`` (TransformerLens) are the output of block N;
     ``blocks.N.hook_resid_pre`` is the input of block N, i.e. the output of block N-1.
     """
-    if hf_hook_name and (m := _HF_RESID.search(hf_hook_name)):
-        return int(m.group(1))
-    if hook_name and (m := _TL_RESID.match(hook_name)):
-        n = int(m.group(1))
-        if m.group(2) == "post":
-            return n
-        # resid_pre of block 0 is the embeddings: no block's output, so no layer.
-        return n - 1 if n > 0 else None
-    return None
+    from steer.model.sites import hook_of  # the one reader of hook names (torch-free)
+
+    from_hf = hook_of(None, hf_hook_name)
+    if from_hf is not None and from_hf.kind == "resid_post":  # the HF name wins
+        return from_hf.layer
+    hook = hook_of(hook_name)
+    if hook is None or hook.kind not in ("resid_pre", "resid_post"):
+        return None
+    if hook.kind == "resid_post":
+        return hook.layer
+    # resid_pre of block 0 is the embeddings: no block's output, so no layer.
+    return hook.layer - 1 if hook.layer > 0 else None
+
+
+def agreed_site(cfg: SAEConfig, *, site: str | None, layer: int | None, where: str) -> Any:
+    """The :class:`~steer.model.sites.Hook` an SAE's hook names give, after checking that a
+    recipe's ``site`` and ``layer`` agree with it (one-line SteerErrors at ``where.site`` /
+    ``where.layer``); ``None`` when the names give no site. Torch-free: ``steer check`` runs it
+    on a cfg.json, loading runs it on the SAE."""
+    from steer.errors import SteerError
+    from steer.model.sites import hook_of
+
+    own = hook_of(cfg.hook_name, cfg.hf_hook_name)
+    if own is None:
+        return None
+    if site is not None and site != own.kind:
+        raise SteerError(
+            f"site {site} does not match the SAE, trained on {own}", where=f"{where}.site"
+        )
+    # `layer` alone has always meant the block whose output the SAE reads; an SAE on block
+    # N+1's input (hook_resid_pre) reads that same vector.
+    if layer is not None and layer not in (own.layer, cfg.layer):
+        trained = cfg.layer if cfg.layer is not None else own.layer
+        raise SteerError(
+            f"layer {layer} does not match the SAE, trained on layer {trained}",
+            where=f"{where}.layer",
+        )
+    return own
 
 
 @dataclass(frozen=True)

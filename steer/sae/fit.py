@@ -4,12 +4,14 @@ and the model its config names."""
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 from typing import Any
 
 from steer.errors import SteerError
 from steer.model.layouts import check_site, site_width
 from steer.model.sites import Hook, hook_of
 from steer.sae.base import SAE
+from steer.sae.config import agreed_site
 
 # Model families an SAE's model_name and a model's name are told apart by. A name with none
 # of these (a test model, a local folder) is not compared.
@@ -85,11 +87,15 @@ def check_fits_model(
     layer = layer if layer is not None else cfg.layer
     if layer is None:
         raise SteerError("the SAE's cfg.json names no layer; give `layer:`", where=where)
-    if not 0 <= layer < n_layers:
-        raise SteerError(
-            f"the SAE's layer {layer} is out of range (the model has {n_layers} layers)",
-            where=where,
-        )
+    _check_site(SimpleNamespace(num_hidden_layers=n_layers), Hook.at("resid_post", layer), where)
+
+
+def _check_site(config: Any, hook: Hook, where: str) -> None:
+    """:func:`~steer.model.layouts.check_site`, its one line prefixed with ``where``."""
+    try:
+        check_site(config, hook)
+    except SteerError as exc:
+        raise SteerError(str(exc), where=where) from None
 
 
 def sae_hook(sae: SAE, *, site: str | None, layer: int | None, where: str) -> Hook:
@@ -99,27 +105,15 @@ def sae_hook(sae: SAE, *, site: str | None, layer: int | None, where: str) -> Ho
     cfg = sae.cfg
     if cfg.is_transcoder:
         transcoder_write_hook(sae, where=where)  # both sites named, in forward order
-    own = hook_of(cfg.hook_name, cfg.hf_hook_name)
     named = cfg.hook_name or cfg.hf_hook_name
-    if own is None and named is not None and site is None:
+    own = agreed_site(cfg, site=site, layer=layer, where=where)
+    if own is not None:
+        return own
+    if named is not None and site is None:
         raise SteerError(
             f"the SAE reads {named!r}, a site steer does not know; give `site:` and `layer:`",
             where=where,
         )
-    if own is not None:
-        if site is not None and site != own.kind:
-            raise SteerError(
-                f"site {site} does not match the SAE, trained on {own}", where=f"{where}.site"
-            )
-        # `layer` alone has always meant the block whose output the SAE reads; an SAE on
-        # block N+1's input (hook_resid_pre) reads that same vector.
-        if layer is not None and layer not in (own.layer, cfg.layer):
-            trained = cfg.layer if cfg.layer is not None else own.layer
-            raise SteerError(
-                f"layer {layer} does not match the SAE, trained on layer {trained}",
-                where=f"{where}.layer",
-            )
-        return own
     if layer is None:
         raise SteerError("the SAE's cfg.json names no layer; give `layer:`", where=where)
     return Hook.at(site or "resid_post", layer)
@@ -161,10 +155,7 @@ def check_fits_site(
     write = transcoder_write_hook(sae, where=where)
     sites = [(hook, cfg.d_in, "d_in")] + ([(write, cfg.output_width, "d_out")] if write else [])
     for site, size, name in sites:
-        try:
-            check_site(config, site)
-        except SteerError as exc:
-            raise SteerError(str(exc), where=where) from None
+        _check_site(config, site, where)
         width = site_width(config, site)
         if size != width:
             what = "residual stream" if site.is_residual else f"{site.kind} of block {site.layer}"

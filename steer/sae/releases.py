@@ -194,7 +194,9 @@ def fetch_release_sae(release: str, sae_id: str, *, where: str) -> ReleaseSAE:
     path = found.paths[sae_id].strip("/")
     files = _FILES[found.conversion_func]
     wanted = [f"{path}/{name}".rstrip("/") if name else path for name in files]
-    root = _snapshot(found.repo_id, wanted, where=where)
+    from steer.sae.sources import fetch_snapshot  # sources imports this module lazily
+
+    root = fetch_snapshot(found.repo_id, wanted, where=where)
     for rel, name in zip(wanted, files, strict=True):
         if name not in _OPTIONAL and not (root / rel).is_file():
             raise SteerError(
@@ -210,13 +212,3 @@ def _offline_note() -> str:
     from huggingface_hub import constants
 
     return " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
-
-
-def _snapshot(repo_id: str, patterns: list[str], *, where: str) -> Path:
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except Exception as exc:  # network, auth, missing repo, not cached offline: one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise SteerError(f"cannot fetch SAE repo {repo_id!r}: {first}", where=where) from None

@@ -124,12 +124,19 @@ def dashboard_links(
 
 
 def _download(repo_id: str, subfolder: str | None, *, where: str) -> Path:
+    patterns = [f"{subfolder.strip('/')}/*"] if subfolder else None
+    root = fetch_snapshot(repo_id, patterns, where=where)
+    return root / subfolder if subfolder else root
+
+
+def fetch_snapshot(repo_id: str, patterns: list[str] | None, *, where: str) -> Path:
+    """The local snapshot of a Hugging Face repo holding the files ``patterns`` match (all with
+    ``None``), downloaded into the cache once; with ``HF_HUB_OFFLINE=1``, the cache alone. Any
+    failure (network, auth, missing repo, not cached offline) is one line."""
     from huggingface_hub import snapshot_download
 
-    patterns = [f"{subfolder.strip('/')}/*"] if subfolder else None
     try:
-        root = Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except Exception as exc:  # network, auth, missing repo: all one line for the user
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as exc:  # network, auth, missing repo, not cached offline: one line
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SteerError(f"cannot fetch SAE repo {repo_id!r}: {first}", where=where) from None
-    return root / subfolder if subfolder else root

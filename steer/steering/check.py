@@ -12,6 +12,7 @@ from pathlib import Path
 from steer.errors import SteerError
 from steer.plugins.registry import registry
 from steer.sae import read_sae_config
+from steer.sae.config import agreed_site
 from steer.sae.labels import Label, load_labels, resolve_feature
 from steer.sae.sources import resolve_sae_path, sae_overrides
 from steer.steering.interventions import INTERVENTIONS
@@ -39,7 +40,7 @@ def check_recipe(recipe: Recipe, pm) -> Recipe:
         folder = resolve_sae_path(spec, where=where)
         cfg = read_sae_config(folder, pm=pm, overrides=sae_overrides(spec, where=where))
         local[spec.id] = (folder, cfg.d_sae)
-        _check_site_names(spec, cfg, where)
+        agreed_site(cfg, site=spec.site, layer=spec.layer, where=where)
     for where, step in recipe.steps():
         if isinstance(step, InterventionSpec):
             kind = registry(pm, INTERVENTIONS).get(step.plugin, where=f"{where}.plugin")
@@ -138,24 +139,4 @@ def _check_release(spec, model: str, where: str) -> None:
             f"release {spec.release!r} is for {release.model!r}, not {model!r} (set "
             "`allow_other_model: true` on the SAE entry to attach it anyway)",
             where=where,
-        )
-
-
-def _check_site_names(spec, cfg, where: str) -> None:
-    """The recipe's ``site`` and ``layer`` against the SAE's own hook names (as
-    :func:`steer.sae.fit.sae_hook` checks them at load time, here without torch)."""
-    from steer.model.sites import hook_of
-
-    own = hook_of(cfg.hook_name, cfg.hf_hook_name)
-    if own is None:
-        return
-    if spec.site is not None and spec.site != own.kind:
-        raise SteerError(
-            f"site {spec.site} does not match the SAE, trained on {own}", where=f"{where}.site"
-        )
-    if spec.layer is not None and spec.layer not in (own.layer, cfg.layer):
-        trained = cfg.layer if cfg.layer is not None else own.layer
-        raise SteerError(
-            f"layer {spec.layer} does not match the SAE, trained on layer {trained}",
-            where=f"{where}.layer",
         )

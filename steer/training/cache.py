@@ -79,9 +79,11 @@ def cache_fingerprint(model_name: str, layer: Any, windows: torch.Tensor, factor
 
 
 def _site_key(layer: Any) -> Any:
-    """A block number (the residual stream after it, as caches always said) or a site's
-    TransformerLens name."""
-    return layer if isinstance(layer, int) else layer.name
+    """A block number for the residual stream after it (what caches said before there were
+    other sites, so those caches are still found), else the site's TransformerLens name."""
+    if isinstance(layer, int):
+        return layer
+    return layer.layer if layer.kind == "resid_post" else layer.name
 
 
 def build_activation_cache(

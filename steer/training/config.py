@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 
 from steer.corpus.documents import DataSource, HFSource
 from steer.model import DEFAULT_MODEL
+from steer.model.sites import Hook
 from steer.schema import StrictModel, located
 
 ARCHITECTURES = ("topk", "standard")
@@ -184,6 +185,10 @@ class TrainConfig(StrictModel):
     @property
     def total_steps(self) -> int:
         return max(1, self.tokens.train // self.batch_size)
+
+    def hook(self) -> Hook:
+        """The site the SAE reads: ``site`` at block ``layer``."""
+        return Hook.at(self.site, self.layer)
 
     def sources(self) -> tuple[DataSource, ...]:
         """The data as the corpus readers take it (paths and :class:`HFSource` datasets)."""

@@ -32,7 +32,6 @@ from steer.errors import SteerError
 from steer.io import file_sha256
 from steer.model.layouts import check_site, site_width
 from steer.model.positions import OUTLIER_RULE
-from steer.model.sites import Hook
 from steer.training.cache import ActivationCache, build_activation_cache
 from steer.training.checkpoint import (
     CHECKPOINT_DIRNAME,
@@ -94,7 +93,7 @@ def collect_activations(
     cache_path = Path(cfg.cache_dir) if cfg.cache_dir else default_dir("activations", cfg)
     cache = build_activation_cache(
         model,
-        cfg.layer if cfg.site == "resid_post" else Hook.at(cfg.site, cfg.layer),
+        cfg.hook(),
         windows,
         cache_path,
         outlier_factor=cfg.outlier_factor,
@@ -120,7 +119,7 @@ class TrainingRun:
         self.model = model if model is not None else load_model(cfg.model, device="cpu")
         if not 0 <= cfg.layer < self.model.n_layers:
             raise SteerError(f"layer {cfg.layer} out of range (model has {self.model.n_layers})")
-        check_site(self.model.hf.config, Hook.at(cfg.site, cfg.layer))
+        check_site(self.model.hf.config, cfg.hook())
         self.files = source_files(cfg.sources())
         self.cache = self._collect()
         if self.cache.n_rows < cfg.batch_size:
@@ -161,7 +160,7 @@ class TrainingRun:
     @property
     def d_in(self) -> int:
         """The width of the site the SAE reads."""
-        return site_width(self.model.hf.config, Hook.at(self.cfg.site, self.cfg.layer))
+        return site_width(self.model.hf.config, self.cfg.hook())
 
     def load_state(self) -> bool:
         """Continue from the last checkpoint, if there is one; returns whether there was.
@@ -239,7 +238,7 @@ class TrainingRun:
         from steer.sae.base import parse_dtype
 
         cfg, trainer, model = self.cfg, self.trainer, self.model
-        hook = Hook.at(cfg.site, cfg.layer)
+        hook = cfg.hook()
         sae_cfg = SAEConfig(
             architecture=trainer.architecture,
             d_in=site_width(model.hf.config, hook),

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from support.cli_helpers import assert_one_line_error, call
 from support.pickled import Stowaway
+from support.sae_files import write_npz
 
 from steer.sae import load_sae
 
@@ -19,16 +19,7 @@ D_IN, D_SAE = 16, 64
 
 def _gemmascope(folder):
     """A GemmaScope 1 ``params.npz`` in a folder named as in google/gemma-scope-2b-pt-res."""
-    rng = np.random.default_rng(0)
-    arrays = {
-        "W_enc": rng.standard_normal((D_IN, D_SAE)) / 4,
-        "W_dec": rng.standard_normal((D_SAE, D_IN)) / 4,
-        "b_enc": rng.standard_normal(D_SAE) / 10,
-        "b_dec": rng.standard_normal(D_IN) / 10,
-        "threshold": np.abs(rng.standard_normal(D_SAE)) / 2 + 0.05,
-    }
-    folder.mkdir(parents=True)
-    np.savez(folder / "params.npz", **{k: v.astype(np.float32) for k, v in arrays.items()})
+    write_npz(folder / "params.npz")
     return folder
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,3 +55,21 @@ def load_error(path: Path, match: str, **kwargs: Any) -> str:
 
 
 __all__ = ["linear_layers", "load_error", "save_pt"]
+
+
+def write_npz(file, *, seed=0, keys=None, d_out=16, drop=(), extra=None, dtype=np.float32):
+    """A params.npz in GemmaScope's layout (np.savez, float32, W_enc [d_in=16, d_sae=64]) with
+    seeded weights whose thresholds leave some features on and some off for randn inputs."""
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "W_enc": rng.standard_normal((16, 64)) / 4,
+        "W_dec": rng.standard_normal((64, d_out)) / 4,
+        "b_enc": rng.standard_normal(64) / 10,
+        "b_dec": rng.standard_normal(d_out) / 10,
+        "threshold": np.abs(rng.standard_normal(64)) / 2 + 0.05,
+        **(extra or {}),
+    }
+    arrays = {(keys or {}).get(k, k): v.astype(dtype) for k, v in arrays.items() if k not in drop}
+    file.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(file, **arrays)
+    return file

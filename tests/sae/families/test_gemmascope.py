@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from support.hf_cache import offline_cache_env, populate_hf_cache
+from support.sae_files import write_npz
 from support.saelens_peer import assert_same_outputs, saelens_sae
 
 from steer.errors import SteerError
@@ -24,24 +25,6 @@ loaders = pytest.importorskip("sae_lens.loading.pretrained_sae_loaders")
 
 D_IN, D_SAE = 16, 64
 X = torch.randn(8, D_IN, generator=torch.Generator().manual_seed(1))
-
-
-def write_npz(file, *, seed=0, keys=None, d_out=D_IN, drop=(), extra=None, dtype=np.float32):
-    """A params.npz in GemmaScope's layout (np.savez, float32, W_enc [d_in, d_sae]) with
-    seeded weights whose thresholds leave some features on and some off for randn inputs."""
-    rng = np.random.default_rng(seed)
-    arrays = {
-        "W_enc": rng.standard_normal((D_IN, D_SAE)) / 4,
-        "W_dec": rng.standard_normal((D_SAE, d_out)) / 4,
-        "b_enc": rng.standard_normal(D_SAE) / 10,
-        "b_dec": rng.standard_normal(d_out) / 10,
-        "threshold": np.abs(rng.standard_normal(D_SAE)) / 2 + 0.05,
-        **(extra or {}),
-    }
-    arrays = {(keys or {}).get(k, k): v.astype(dtype) for k, v in arrays.items() if k not in drop}
-    file.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(file, **arrays)
-    return file
 
 
 def in_cache(tmp_path, monkeypatch, repo_id, folder, **npz):
