@@ -36,6 +36,7 @@ MAY_IMPORT = {
     "features": BASE | {"model", "corpus", "sae"},
     "monitoring": BASE | {"plugins", "model", "corpus", "sae", "steering", "features"},
     "pinpoint": BASE | {"plugins", "model", "corpus", "sae", "steering"},
+    "serve": BASE | {"plugins", "model", "sae", "steering"},
 }
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80

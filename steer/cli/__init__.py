@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "monitor",
     "probe",
     "pinpoint",
+    "serve",
     "plugins",
 )
 

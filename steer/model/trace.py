@@ -45,9 +45,25 @@ StepEdit = Callable[[Hook, int, torch.Tensor], torch.Tensor]
 
 def wrap(hf: Any, tokenizer: Any) -> Any:
     """The nnsight wrapper around a transformers causal LM (same module objects, no copy)."""
+    _before_nnsight()
     from nnsight import TransformersModel
 
     return TransformersModel(hf, tokenizer=tokenizer, task="text-generation", rename=ALIASES)
+
+
+def _before_nnsight() -> None:
+    """Import anyio's typed-attribute classes before nnsight is first imported.
+
+    nnsight's import gives every object a ``.save`` attribute; anyio checks that each public
+    attribute of its ``TypedAttributeSet`` subclasses is annotated when they are defined, so
+    any defined after nnsight fail (``Attribute 'save' is missing its type annotation``), and
+    with them every server and HTTP client on anyio (uvicorn, Starlette, httpx).
+    """
+    try:
+        import anyio._backends._asyncio
+        import anyio.streams.tls  # noqa: F401
+    except ImportError:  # no anyio: nothing to protect
+        pass
 
 
 def _blocks(model: Any) -> Any:
@@ -306,3 +322,34 @@ def generate(
                 with tracer.invoke():
                     ids = tracer.result.save()
     return ids
+
+
+def forward_step(
+    model: Any,
+    inputs: dict[str, Any],
+    *,
+    hooks: Sequence[Hook] = (),
+    edit: Callable[[Hook, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """One forward pass of ``inputs`` (``input_ids``, ``attention_mask``, ``position_ids`` and
+    a transformers ``cache``, which it extends) with ``edit(hook, value)`` applied at each of
+    ``hooks`` as :func:`generate` does: the building block of a step loop that is not
+    transformers ``generate`` (a server's, where requests join and leave between steps).
+
+    Returns the logits of each row's last position, ``[batch, vocab]`` float32. Without hooks
+    it is the plain model: nothing of nnsight on a step that edits nothing.
+    """
+    kwargs = dict(inputs, use_cache=True, logits_to_keep=1)
+    if not hooks or edit is None:
+        with torch.inference_mode():
+            return model.hf(**kwargs).logits[:, -1].float()
+    by_layer: dict[int, list[Hook]] = {}
+    for hook in sorted(hooks):
+        by_layer.setdefault(hook.layer, []).append(hook)
+    layout = None if all(h.kind == "resid_post" for h in hooks) else layout_of(model.hf.config)
+    with torch.inference_mode():  # noqa: SIM117 - nnsight re-reads the traced `with` block
+        with model.lm.trace(**kwargs):
+            for layer, layer_hooks in by_layer.items():
+                edit_block(model, layout, layer, layer_hooks, edit)
+            logits = model.lm.output.logits.save()
+    return logits[:, -1].float()

@@ -41,6 +41,13 @@ def check_recipe(recipe: Recipe, pm) -> Recipe:
         cfg = read_sae_config(folder, pm=pm, overrides=sae_overrides(spec, where=where))
         local[spec.id] = (folder, cfg.d_sae)
         agreed_site(cfg, site=spec.site, layer=spec.layer, where=where)
+    check_steps(recipe, pm)
+    return resolve_features(with_monitor_settings(recipe, pm), local)
+
+
+def check_steps(recipe: Recipe, pm) -> None:
+    """Every intervention and monitor names an installed plugin, and every intervention (a
+    monitor's conditional one included) that needs a ``value`` has one."""
     for where, step in recipe.steps():
         if isinstance(step, InterventionSpec):
             kind = registry(pm, INTERVENTIONS).get(step.plugin, where=f"{where}.plugin")
@@ -55,7 +62,6 @@ def check_recipe(recipe: Recipe, pm) -> Recipe:
                     raise SteerError(
                         f"intervention {step.action.plugin!r} needs a `value`", where=at
                     )
-    return resolve_features(with_monitor_settings(recipe, pm), local)
 
 
 def with_monitor_settings(recipe: Recipe, pm) -> Recipe:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from steer.errors import SteerError
+from steer.model.sites import Hook
 from steer.steering.plan import Site, active_at
 
 
@@ -45,10 +46,12 @@ class GroupScores:
 
 @dataclass
 class Readings:
-    """What the monitors of a run read: events (drained as they are reported) and scores."""
+    """What the monitors of a run read: events (drained as they are reported) and scores
+    (kept for reports unless ``keep_scores`` is off: a server never reads them back)."""
 
     events: list[RawEvent] = field(default_factory=list)
     scores: list[GroupScores] = field(default_factory=list)
+    keep_scores: bool = True
 
 
 def edit_site(
@@ -76,11 +79,42 @@ def edit_site(
         if active_at(watch.positions, step):
             # An SAE's monitors read the stream after its edits; a transcoder's, its input.
             read = hidden if transcoder else target
-            target = _read_watch(site, watch, read, step, valid, readings, target)
+            _read_watch(site, watch, read, step, valid, readings)
+            if watch.response is not None and watch.fired:
+                target = _respond(site, watch, read, step, valid, target)
     if transcoder:
         site.pending = target
         return hidden
     return target
+
+
+def sites_by_hook(sites: list[Site]) -> dict[Hook, list[Site]]:
+    """The sites acting at each hook, in forward order: an SAE at its site, a transcoder at
+    its input site and again at its output site (where its change is written)."""
+    by_hook: dict[Hook, list[Site]] = {}
+    for site in sites:
+        by_hook.setdefault(site.hook, []).append(site)
+        if site.write_hook is not None:
+            by_hook.setdefault(site.write_hook, []).append(site)
+    return by_hook
+
+
+def edit_hook(
+    sites: list[Site],
+    hook: Hook,
+    step: int,
+    hidden: torch.Tensor,
+    valid: torch.Tensor | None,
+    readings: Readings,
+) -> torch.Tensor:
+    """The value at ``hook`` after every site acting there (``sites_by_hook(...)[hook]``) has
+    edited or written into it on ``step``."""
+    for site in sites:
+        if hook == site.write_hook:
+            hidden = write_pending(site, hidden)
+        else:
+            hidden = edit_site(site, hidden, step, valid, readings)
+    return hidden
 
 
 def write_pending(site: Site, hidden: torch.Tensor) -> torch.Tensor:
@@ -92,27 +126,24 @@ def write_pending(site: Site, hidden: torch.Tensor) -> torch.Tensor:
     return hidden + pending.to(hidden.device, hidden.dtype)
 
 
-def _read_watch(site, watch, hidden, step, valid, readings: Readings, target) -> torch.Tensor:
-    values, exact = site.sae.encode_features_bound(hidden, watch.features)
+def _read_watch(site, watch, hidden, step, valid, readings: Readings) -> None:
+    """Record the watch's scores and hits on this step (its rows only) in ``readings``."""
+    rows = watch.rows
+    if rows is not None:  # a monitor of some rows only (a server's per-request monitors)
+        hidden = hidden[rows]
+        valid = valid[rows] if valid is not None else None
+    values = _watched_values(site, watch, hidden)
     hits = watch.monitor.observe(values, watch.spec)
-    if not exact:
-        if watch.monitor.monotone:
-            # The bound is at least the activation, so a position the bound does not flag has
-            # no hit; encode exactly only the (rare) flagged ones.
-            flagged = hits.any(dim=-1)
-            if bool(flagged.any()):
-                values = values.clone()
-                values[flagged] = site.sae.encode_features(hidden[flagged], watch.features)
-        else:
-            values = site.sae.encode_features(hidden, watch.features)
-        hits = watch.monitor.observe(values, watch.spec)
     if valid is not None:
         hits = hits & valid.unsqueeze(-1)
-    top = values.max(dim=-1)
-    readings.scores.append(
-        GroupScores(watch.label, step, top.values.float(), watch.features[top.indices])
-    )
-    for row, pos, col in hits.nonzero().tolist():
+    if readings.keep_scores:
+        top = values.max(dim=-1)
+        readings.scores.append(
+            GroupScores(watch.label, step, top.values.float(), watch.features[top.indices])
+        )
+    batch_rows = rows.tolist() if rows is not None else None
+    for sub, pos, col in hits.nonzero().tolist():
+        row = batch_rows[sub] if batch_rows is not None else sub
         first = row not in watch.fired
         if first:
             watch.fired[row] = (step, pos)
@@ -124,14 +155,28 @@ def _read_watch(site, watch, hidden, step, valid, readings: Readings, target) ->
                 step=step,
                 position=pos,
                 feature=int(watch.features[col]),
-                activation=float(values[row, pos, col]),
+                activation=float(values[sub, pos, col]),
                 action=watch.spec.action_name,
                 first=first,
             )
         )
-    if watch.response is not None and watch.fired:
-        target = _respond(site, watch, hidden, step, valid, target)
-    return target
+
+
+def _watched_values(site, watch, hidden: torch.Tensor) -> torch.Tensor:
+    """The watched features' activations on ``hidden`` [rows, seq, width], encoded exactly
+    only where the cheap bound cannot rule a hit out."""
+    values, exact = site.sae.encode_features_bound(hidden, watch.features)
+    if exact:
+        return values
+    if not watch.monitor.monotone:
+        return site.sae.encode_features(hidden, watch.features)
+    # The bound is at least the activation, so a position the bound does not flag has no
+    # hit; encode exactly only the (rare) flagged ones.
+    flagged = watch.monitor.observe(values, watch.spec).any(dim=-1)
+    if bool(flagged.any()):
+        values = values.clone()
+        values[flagged] = site.sae.encode_features(hidden[flagged], watch.features)
+    return values
 
 
 def _respond(site, watch, hidden, step, valid, target) -> torch.Tensor:

@@ -22,7 +22,7 @@ from steer.model.sites import Hook
 from steer.model.trace import generate
 from steer.plugins.registry import call_plugin
 from steer.steering.attach import attach_saes, load_saes, resolve_hub_features
-from steer.steering.edit import Readings, edit_site, write_pending
+from steer.steering.edit import Readings, edit_hook, sites_by_hook
 from steer.steering.generation import (
     StepCounter,
     eos_ids,
@@ -210,11 +210,7 @@ def generate_steered(
     processors = [p for p in (StepCounter(on_step) if on_step else None, monitor) if p]
     if processors:
         kwargs["logits_processor"] = LogitsProcessorList(processors)
-    by_hook: dict[Hook, list[Site]] = {}
-    for site in sites:
-        by_hook.setdefault(site.hook, []).append(site)
-        if site.write_hook is not None:  # a transcoder also acts where it writes
-            by_hook.setdefault(site.write_hook, []).append(site)
+    by_hook = sites_by_hook(sites)
 
     def busy(hook: Hook, step: int) -> bool:
         return any(site.busy_at(step) for site in by_hook[hook])
@@ -222,12 +218,7 @@ def generate_steered(
     def edit(hook: Hook, step: int, hidden: torch.Tensor) -> torch.Tensor:
         # The prompt pass carries left padding; decode steps hold one real token per row.
         mask = valid if step == 0 else None
-        for site in by_hook[hook]:
-            if hook == site.write_hook:
-                hidden = write_pending(site, hidden)
-            else:
-                hidden = edit_site(site, hidden, step, mask, readings)
-        return hidden
+        return edit_hook(by_hook[hook], hook, step, hidden, mask, readings)
 
     seed_generation(recipe)
     return generate(model, enc, kwargs, hooks=list(by_hook), edit=edit, busy=busy)

@@ -18,7 +18,7 @@ from steer.sae.base import SAE
 from steer.sae.fit import transcoder_write_hook
 from steer.steering.interventions import INTERVENTIONS, ApplyFn
 from steer.steering.monitors import MONITORS, MonitorType
-from steer.steering.recipe import MonitorSpec, Recipe, ResponseSpec
+from steer.steering.recipe import InterventionSpec, MonitorSpec, Recipe, ResponseSpec
 
 
 def active_at(positions: str, step: int) -> bool:
@@ -57,7 +57,7 @@ class Response:
 
 @dataclass
 class Watch:
-    """One monitor (a named group of features) at one site; monitors watch every prompt.
+    """One monitor (a named group of features) at one site, on some rows of the batch.
 
     ``fired`` is this batch's state: batch row -> ``(step, position)`` where the group first
     fired on that row, which is where its action starts.
@@ -70,6 +70,7 @@ class Watch:
     positions: str
     response: Response | None = None
     fired: dict[int, tuple[int, int]] = field(default_factory=dict)
+    rows: torch.Tensor | None = None  # the batch rows it watches; None: every row
 
 
 @dataclass
@@ -94,6 +95,15 @@ class Site:
         )
 
 
+@dataclass(frozen=True)
+class RowSteps:
+    """What one batch row does: its interventions, and its monitors as ``(group name, spec)``
+    (a recipe's rows all share its monitors; a server's requests each bring their own)."""
+
+    interventions: list[InterventionSpec]
+    monitors: list[tuple[str, MonitorSpec]]
+
+
 def build_sites(
     recipe: Recipe,
     prompt_indices: list[int],
@@ -107,6 +117,24 @@ def build_sites(
     ``saes`` maps an SAE id to the loaded SAE (on its block's device) and its site; decoder
     rows are kept in ``dtype``.
     """
+    monitors = list(zip(recipe.group_names(), recipe.monitors, strict=True))
+    rows = [RowSteps(recipe.interventions_for(recipe.prompts[p]), monitors) for p in prompt_indices]
+    where = {id(step): path for path, step in recipe.steps()}
+    return build_row_sites(rows, saes, pm, dtype=dtype, where=where)
+
+
+def build_row_sites(
+    rows: list[RowSteps],
+    saes: dict[str, tuple[SAE, Hook]],
+    pm,
+    *,
+    dtype: torch.dtype,
+    where: dict[int, str] | None = None,
+) -> list[Site]:
+    """The sites of a batch whose rows each do ``rows[i]``, in forward order. Identical steps
+    on several rows become one operation (or watch) on those rows. ``where`` names a step's
+    field path (by ``id``) in plugin lookup errors."""
+    where = where or {}
     sites = {
         sae_id: Site(sae_id=sae_id, sae=sae, hook=hook, write_hook=transcoder_write_hook(sae))
         for sae_id, (sae, hook) in saes.items()
@@ -121,36 +149,28 @@ def build_sites(
         index = [known.index(f) for f in feats]
         return torch.tensor(index, dtype=torch.long, device=sites[sae_id].sae.device)
 
-    # Group identical steps over the batch's rows, so a recipe-level intervention is one
-    # operation on every row rather than one per prompt.
-    grouped: dict[tuple, list[int]] = {}
-    specs: dict[tuple, object] = {}
-    for row, p in enumerate(prompt_indices):
-        for step in recipe.interventions_for(recipe.prompts[p]):
-            key = (step.sae, step.plugin, tuple(step.features), step.value, step.positions)
-            grouped.setdefault(key, []).append(row)
-            specs[key] = step
-    where = {id(step): path for path, step in recipe.steps()}
-    for key, rows in grouped.items():
-        step = specs[key]
+    def row_index(found: list[int], sae_id: str) -> torch.Tensor | None:
+        if len(found) == len(rows):
+            return None
+        return torch.tensor(found, dtype=torch.long, device=sites[sae_id].sae.device)
+
+    for step, found in _grouped(rows, lambda steps: steps.interventions):
         kind = registry(pm, INTERVENTIONS).get(
             step.plugin, where=where.get(id(step), "interventions")
         )
-        every_row = len(rows) == len(prompt_indices)
         sites[step.sae].operations.append(
             Operation(
                 name=step.plugin,
                 apply=kind.apply,
                 value=step.value,
                 cols=columns(step.sae, list(step.features)),
-                rows=None
-                if every_row
-                else torch.tensor(rows, dtype=torch.long, device=sites[step.sae].sae.device),
+                rows=row_index(found, step.sae),
                 positions=step.positions,
             )
         )
-    for i, (spec, label) in enumerate(zip(recipe.monitors, recipe.group_names(), strict=True)):
-        kind = registry(pm, MONITORS).get(spec.plugin, where=f"monitors[{i}]")
+    for (label, spec), found in _grouped(rows, lambda steps: steps.monitors):
+        at = where.get(id(spec), "monitors")
+        kind = registry(pm, MONITORS).get(spec.plugin, where=at)
         site = sites[spec.sae]
         site.watches.append(
             Watch(
@@ -159,7 +179,8 @@ def build_sites(
                 label=label,
                 features=torch.tensor(spec.features, dtype=torch.long, device=site.sae.device),
                 positions=spec.positions,
-                response=_response(spec, site.sae, pm, where=f"monitors[{i}].action", dtype=dtype),
+                response=_response(spec, site.sae, pm, where=f"{at}.action", dtype=dtype),
+                rows=row_index(found, spec.sae),
             )
         )
     for site in sites.values():
@@ -170,6 +191,25 @@ def build_sites(
             site.decoder = site.sae.decoder_rows(site.features).detach().to(here, dtype=dtype)
     busy = [s for s in sites.values() if s.operations or s.watches]
     return sorted(busy, key=lambda s: s.hook)
+
+
+def _grouped(rows: list[RowSteps], steps_of) -> list[tuple]:
+    """Identical steps over the batch's rows, each once with the rows doing it: a recipe-level
+    intervention becomes one operation on every row rather than one per prompt."""
+    found: dict[str, tuple[object, list[int]]] = {}
+    for row, steps in enumerate(rows):
+        for step in steps_of(steps):
+            found.setdefault(_identity(step), (step, []))[1].append(row)
+    return list(found.values())
+
+
+def _identity(step) -> str:
+    """A step's identity: its JSON form (specs are frozen but hold unhashable lists); a
+    monitor comes as ``(group name, spec)``."""
+    if isinstance(step, tuple):
+        label, spec = step
+        return f"{label}\0{spec.model_dump_json()}"
+    return step.model_dump_json()
 
 
 def _response(
