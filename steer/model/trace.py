@@ -16,6 +16,7 @@ its own line and the nesting below is deliberate.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -52,18 +53,32 @@ def wrap(hf: Any, tokenizer: Any) -> Any:
 
 
 def _before_nnsight() -> None:
-    """Import anyio's typed-attribute classes before nnsight is first imported.
+    """Define anyio's typed-attribute classes without nnsight's ``.save`` on every object.
 
     nnsight's import gives every object a ``.save`` attribute; anyio checks that each public
     attribute of its ``TypedAttributeSet`` subclasses is annotated when they are defined, so
-    any defined after nnsight fail (``Attribute 'save' is missing its type annotation``), and
-    with them every server and HTTP client on anyio (uvicorn, Starlette, httpx).
+    any defined while ``.save`` is mounted fail (``Attribute 'save' is missing its type
+    annotation``), and with them every server and HTTP client on anyio (uvicorn, Starlette,
+    httpx). They are defined here first; where nnsight is in already (a Ray replica
+    unpickles it before steer runs), ``.save`` is taken off for that moment.
     """
     try:
-        import anyio._backends._asyncio
-        import anyio.streams.tls  # noqa: F401
+        import anyio
     except ImportError:  # no anyio: nothing to protect
-        pass
+        return
+    nnsight = sys.modules.get("nnsight")
+    mounted = nnsight is not None and hasattr(object(), "save")
+    if mounted:
+        from nnsight._c import mount, unmount
+
+        unmount("save")
+    try:
+        import anyio._backends._asyncio
+        import anyio.streams.file
+        import anyio.streams.tls  # noqa: F401
+    finally:
+        if mounted:
+            mount(nnsight.save, "save")
 
 
 def _blocks(model: Any) -> Any:

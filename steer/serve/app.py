@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -65,7 +66,8 @@ def create_app(get_state: Callable[[], ServerState]) -> Any:
     @app.get("/health")
     async def health():
         state = get_state()
-        return {"status": "ok", "model": state.names[0], **state.engine.load()}
+        # pid: which process answered (a Ray Serve replica, behind its proxy)
+        return {"status": "ok", "model": state.names[0], "pid": os.getpid(), **state.engine.load()}
 
     @app.get("/v1/models")
     async def models():
@@ -214,6 +216,8 @@ def sampling_of(state: ServerState, req, prompt_tokens: int) -> Sampling:
         raise SteerError(
             f"{max_tokens} exceeds this server's limit of {limits.max_tokens}", where=field
         )
+    if req.min_tokens > max_tokens:
+        raise SteerError(f"{req.min_tokens} exceeds max_tokens {max_tokens}", where="min_tokens")
     if req.n > limits.max_n:
         raise SteerError(f"{req.n} exceeds this server's limit of {limits.max_n}", where="n")
     context = state.context
@@ -225,6 +229,7 @@ def sampling_of(state: ServerState, req, prompt_tokens: int) -> Sampling:
     logprobs, top = req.logprob_request()
     return Sampling(
         max_tokens=max_tokens,
+        min_tokens=req.min_tokens,
         temperature=gen.temperature if req.temperature is None else req.temperature,
         top_p=gen.top_p if req.top_p is None else req.top_p,
         seed=gen.seed if req.seed is None else req.seed,

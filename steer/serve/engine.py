@@ -19,7 +19,7 @@ import torch
 from steer.errors import SteerError
 from steer.model.trace import forward_step
 from steer.serve.batch import BatchState
-from steer.serve.jobs import ERROR, MONITOR_STOP, TIMEOUT, Job
+from steer.serve.jobs import CANCELLED, ERROR, MONITOR_STOP, TIMEOUT, Job
 from steer.serve.sampling import TextStream, choose, logprob_entry
 from steer.steering.edit import RawEvent, Readings, edit_hook, sites_by_hook
 from steer.steering.generation import eos_ids
@@ -126,7 +126,8 @@ class ServeEngine:
 
     def _ended_early(self, job: Job) -> bool:
         if job.cancelled:
-            job.finished = True
+            # The client went away; the update still ends whatever waits on this job.
+            job.finish(CANCELLED)
         elif job.expired():
             job.finish(TIMEOUT)
         return job.finished
@@ -241,6 +242,8 @@ class ServeEngine:
         if job.finished:
             return
         sampling = job.sampling
+        if len(job.generated) < sampling.min_tokens:
+            logits[list(self.eos)] = float("-inf")
         token = choose(logits, sampling, job.generator)
         if token in self.eos:
             job.finish("stop")

@@ -19,6 +19,7 @@ from steer.steering.plan import RowSteps
 MONITOR_STOP = "content_filter"
 TIMEOUT = "timeout"
 ERROR = "error"
+CANCELLED = "cancelled"  # the client disconnected: nobody reads this one
 
 
 @dataclass

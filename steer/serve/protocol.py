@@ -49,6 +49,7 @@ class _Common(_Strict):
 
     model: str | None = None
     max_tokens: int | None = Field(None, ge=1)
+    min_tokens: int = Field(0, ge=0, description="No end-of-sequence before this many (vLLM's).")
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     seed: int | None = None

@@ -84,6 +84,6 @@ def start_ray(app: Any, *, host: str, port: int, num_cpus: int | None = None) ->
     from ray import serve
 
     if not ray.is_initialized():
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
     serve.start(http_options={"host": host, "port": port})
     serve.run(app, name="steer", route_prefix="/", blocking=False)

@@ -16,6 +16,7 @@ class Sampling:
     """How one completion is generated."""
 
     max_tokens: int
+    min_tokens: int = 0  # end-of-sequence is suppressed before this many (vLLM's min_tokens)
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None

@@ -142,3 +142,15 @@ def test_a_seeded_request_samples_the_same_tokens_in_any_batch(server, tiny_mode
 
     assert run(False) == run(True)
     assert torch.tensor(run(False)).unique().numel() > 1
+
+
+def test_a_request_past_its_deadline_ends_with_timeout(server, tiny_model):
+    _, state = server
+    done = Collector()
+    ids = tiny_model.tokenizer("Paris is")["input_ids"]
+    late = Job(
+        ids, Sampling(max_tokens=50), state.resolver.default, done, deadline=time.monotonic() - 1
+    )
+    state.engine.submit([late])
+    assert done.done.wait(10)
+    assert done.updates[-1].finish_reason == "timeout" and done.tokens == []
