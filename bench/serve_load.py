@@ -2,7 +2,7 @@
 loopback server (a real ``steer serve`` process), with and without steering, side by side with
 the same requests served one at a time by plain transformers ``generate``.
 
-Arms (the server ones alternate over ``--rounds`` so drift hits both alike):
+Arms (their order alternates over ``--rounds`` so drift hits them alike):
   plain       N clients, no steering
   steered     N clients, each clamping a different SAE feature at layer 12 on every token
   sequential  the same requests one at a time with plain ``generate`` (no server, no batching)
@@ -31,17 +31,8 @@ import time
 from pathlib import Path
 
 import httpx
+from generation import PROMPTS  # the generation benchmark's prompts
 
-PROMPTS = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.",
-    "Explain photosynthesis to a child.",
-    "Give me three tips for learning to cook.",
-    "Why is the sky blue?",
-    "Describe a walk in the forest in autumn.",
-    "What makes a good friend?",
-    "Summarize the plot of Hamlet in two sentences.",
-]
 # Eight different features, one per client: the clamps differ, so no two rows share an edit.
 FEATURES = [101, 977, 1503, 2222, 3030, 4096, 5555, 7007]
 RECIPE = """model: smollm2-135m-instruct
@@ -65,14 +56,17 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def start_server(recipe: Path, port: int, max_batch: int) -> subprocess.Popen:
+def start_server(recipe: Path, port: int, max_batch: int, log: Path, threads: int | None):
     cmd = [sys.executable, "-m", "steer.cli", "serve", str(recipe), "--port", str(port)]
     cmd += ["--max-batch", str(max_batch), "--access-log", os.devnull]
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
+    # stderr to a file, not a pipe: a pipe nobody reads fills up and blocks the server
+    with log.open("w") as err:
+        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise SystemExit(f"the server exited: {server.stderr.read()}")
+            raise SystemExit(f"the server exited: {log.read_text()}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                 return server
@@ -80,6 +74,15 @@ def start_server(recipe: Path, port: int, max_batch: int) -> subprocess.Popen:
             time.sleep(0.5)
     server.kill()
     raise SystemExit("the server did not start in 300 s")
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def body(i: int, max_tokens: int, steered: bool) -> dict:
@@ -148,32 +151,39 @@ def merge(parts: list[dict]) -> dict:
     return out
 
 
-def sequential(seconds: float, max_tokens: int) -> dict:
-    """The same requests, one at a time, through plain transformers ``generate``."""
-    import torch
+class Sequential:
+    """The same requests, one at a time, through plain transformers ``generate`` (the model
+    loaded in this process; the server sits idle meanwhile)."""
 
-    from steer.model import load_model
-    from steer.steering.generation import eos_ids, length_until_eos
+    def __init__(self):
+        from steer.model import load_model
+        from steer.steering.generation import eos_ids
 
-    model = load_model(device="cpu")
-    eos = eos_ids(model)
-    latencies, tokens = [], []
-    stop_at, t0, i = time.monotonic() + seconds, time.perf_counter(), 0
-    while time.monotonic() < stop_at:
-        start = time.perf_counter()
-        enc = model.tokenize([PROMPTS[i % len(PROMPTS)]], chat=True)
-        with torch.inference_mode():
-            ids = model.hf.generate(
-                **enc,
-                max_new_tokens=max_tokens,
-                min_new_tokens=max_tokens,
-                do_sample=False,
-                pad_token_id=model.tokenizer.pad_token_id,
-            )
-        tokens.append(length_until_eos(ids[0, enc["input_ids"].shape[1] :].tolist(), eos))
-        latencies.append(time.perf_counter() - start)
-        i += 1
-    return summary(latencies, tokens, 0, time.perf_counter() - t0)
+        self.model = load_model(device="cpu")
+        self.eos = eos_ids(self.model)
+
+    def run(self, seconds: float, max_tokens: int) -> dict:
+        import torch
+
+        from steer.steering.generation import length_until_eos
+
+        model, latencies, tokens = self.model, [], []
+        stop_at, t0, i = time.monotonic() + seconds, time.perf_counter(), 0
+        while time.monotonic() < stop_at:
+            start = time.perf_counter()
+            enc = model.tokenize([PROMPTS[i % len(PROMPTS)]], chat=True)
+            with torch.inference_mode():
+                ids = model.hf.generate(
+                    **enc,
+                    max_new_tokens=max_tokens,
+                    min_new_tokens=max_tokens,
+                    do_sample=False,
+                    pad_token_id=model.tokenizer.pad_token_id,
+                )
+            tokens.append(length_until_eos(ids[0, enc["input_ids"].shape[1] :].tolist(), self.eos))
+            latencies.append(time.perf_counter() - start)
+            i += 1
+        return summary(latencies, tokens, 0, time.perf_counter() - t0)
 
 
 def staggered(url: str, long_tokens: int, short_tokens: int) -> dict:
@@ -205,41 +215,62 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="per arm and round")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads for the server and the sequential arm (default: torch's own); 1 "
+        "keeps the comparison fair when other jobs share the cores",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    sequential = Sequential()
     with tempfile.TemporaryDirectory() as tmp:
         recipe = Path(tmp) / "serve.yaml"
         recipe.write_text(RECIPE)
         port = free_port()
-        server = start_server(recipe, port, max_batch=max(16, args.clients))
+        log = Path(tmp) / "server.log"
+        server = start_server(recipe, port, max(16, args.clients), log, args.threads)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         try:
             load(url, args.clients, 3.0, args.max_tokens, True)  # warm-up: first traces, caches
+            sequential.run(2.0, args.max_tokens)
             rss_start = rss_mib(server.pid)
-            arms: dict[str, list[dict]] = {"plain": [], "steered": []}
+            arms: dict[str, list[dict]] = {"plain": [], "steered": [], "sequential": []}
             for r in range(args.rounds):
-                for arm in ("plain", "steered") if r % 2 == 0 else ("steered", "plain"):
+                order = ("plain", "steered", "sequential")
+                for arm in order if r % 2 == 0 else order[::-1]:
                     print(
                         f"round {r + 1}/{args.rounds}: {arm} ({args.seconds:.0f} s)",
                         file=sys.stderr,
                     )
-                    arms[arm].append(
-                        load(url, args.clients, args.seconds, args.max_tokens, arm == "steered")
-                    )
+                    if arm == "sequential":
+                        arms[arm].append(sequential.run(args.seconds, args.max_tokens))
+                    else:
+                        steered = arm == "steered"
+                        arms[arm].append(
+                            load(url, args.clients, args.seconds, args.max_tokens, steered)
+                        )
             print("staggered arrivals", file=sys.stderr)
             stagger = staggered(url, long_tokens=4 * args.max_tokens, short_tokens=8)
             rss_end = rss_mib(server.pid)
         finally:
-            server.terminate()
-            server.wait(30)
-    print(f"sequential plain generate ({args.seconds * args.rounds:.0f} s)", file=sys.stderr)
+            stop_server(server)
+            log_tail = (Path(tmp) / "server.log").read_text()[-2000:]
+    if log_tail.strip():
+        print(f"server stderr (end):\n{log_tail}", file=sys.stderr)
     results = {name: merge(parts) for name, parts in arms.items()}
-    results["sequential"] = sequential(args.seconds * args.rounds, args.max_tokens)
     report(results, stagger, rss_start, rss_end, args)
 
 
 def report(results: dict, stagger: dict, rss_start: float, rss_end: float, args) -> None:
-    print(f"\n{args.clients} clients, {args.max_tokens} max tokens, greedy, SmolLM2-135M on CPU")
+    threads = args.threads or "default"
+    print(
+        f"\n{args.clients} clients, {args.max_tokens} tokens each, greedy, SmolLM2-135M on CPU, torch threads: {threads}"
+    )
     print(
         f"{'arm':<11} {'req/s':>7} {'tok/s':>8} {'p50 s':>7} {'p99 s':>7} {'requests':>9} {'failed':>7}"
     )

@@ -26,8 +26,10 @@ computes it), of the single best train feature, and of the probe (mean and max p
 
 The offensive texts are never printed: only counts and numbers. The split files (text, one
 per line) are written under ``--work`` (outside the repository) so the CLI can be rerun on
-the same split. Unless ``--no-recipes``, writes ``recipes/monitor-toxicity.yaml`` and
-``recipes/monitor-harmful-requests.yaml``.
+the same split. With ``--write-recipes`` it writes ``recipes/monitor-toxicity.yaml`` and
+``recipes/monitor-harmful-requests.yaml`` as they were first shipped; the shipped recipes now
+come from ``experiments/monitor_transfer.py`` (the detector that transfers best across
+datasets), so by default this study leaves them alone.
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 python experiments/monitor_safety.py
 """
@@ -343,7 +345,9 @@ def main() -> None:
     ap.add_argument("--tasks", default=",".join(TASKS))
     ap.add_argument("--work", default="/tmp/steer-monitor-safety")
     ap.add_argument("--out", default="/tmp/steer-monitor-safety/results.json")
-    ap.add_argument("--no-recipes", action="store_true")
+    ap.add_argument(
+        "--write-recipes", action="store_true", help="overwrite the shipped monitor recipes"
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -356,7 +360,7 @@ def main() -> None:
         pos, neg = MAKERS[name]()
         res = run_task(name, pos, neg, lm, sae, args)
         result["tasks"][name] = res
-        if not args.no_recipes:
+        if args.write_recipes:
             res["recipe"] = str(write_recipe(name, res).relative_to(REPO))
         g, b, p = res["group"], res["best_feature"], res["probe"]
         print(

@@ -20,11 +20,16 @@ from steer.cli.common import (
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``monitor`` group (``score``) to the ``steer`` app."""
+    """Add the ``monitor`` group (``score``, ``eval``) to the ``steer`` app."""
+    from steer.cli.monitor_eval import evaluate
+
     group = typer.Typer(
-        help="Watch SAE features: score texts with a recipe's monitors.", no_args_is_help=True
+        help="Watch SAE features: score texts with a recipe's monitors; compare detectors "
+        "across labelled sets.",
+        no_args_is_help=True,
     )
     group.command("score")(score)
+    group.command("eval")(evaluate)
     app.add_typer(group, name="monitor")
 
 

@@ -151,8 +151,10 @@ def run_uvicorn(state, host: str, port: int) -> None:
         for listener in server.servers:
             for sock in listener.sockets:
                 bound_host, bound_port = sock.getsockname()[:2]
+                url = f"http://{bound_host}:{bound_port}/v1"
+                # soft_wrap: a URL split over two lines cannot be copied or parsed
                 err_console.print(
-                    f"serving {state.names[0]} on http://{bound_host}:{bound_port}/v1 (Ctrl-C stops)"
+                    f"serving {state.names[0]} on {url} (Ctrl-C stops)", soft_wrap=True
                 )
 
     server.startup = announce
@@ -179,7 +181,8 @@ def run_ray(
     with err_console.status(f"starting Ray Serve with {replicas} replica(s)"):
         start_ray(app, host=host, port=port)
     err_console.print(
-        f"serving on http://{host}:{port}/v1 with {replicas} Ray Serve replica(s) (Ctrl-C stops)"
+        f"serving on http://{host}:{port}/v1 with {replicas} Ray Serve replica(s) (Ctrl-C stops)",
+        soft_wrap=True,
     )
     try:
         while True:

@@ -3,7 +3,8 @@
 Each recipe ``monitors:`` entry is a *group*: an SAE, the features it watches (ids or labels,
 resolved by :func:`steer.steering.check.check_recipe`), a monitor plugin and its settings. A
 text's score for a group is the maximum activation over the group's features and the text's
-kept positions (position 0, special tokens and norm outliers are skipped exactly as
+kept positions (or, for a monitor with its own ``score``, such as ``linear``, the maximum of
+that score over the kept positions) (position 0, special tokens and norm outliers are skipped exactly as
 :mod:`steer.features.encode` skips them); the text *fires* the group when the group's monitor
 plugin reports an event on any kept position -- the same ``observe`` that runs during
 generation (for the built-in ``threshold``: some activation above the threshold). Only the
@@ -119,10 +120,18 @@ def score_texts(
                 kept = enc.acts[enc.keep]  # [n_kept, len(union)]
                 for g in members:
                     acts = kept[:, cols[g.name]]
-                    row.scores[g.name] = float(acts.max()) if row.n_kept else 0.0
+                    row.scores[g.name] = _score(g, acts) if row.n_kept else 0.0
                     row.fired[g.name] = bool(row.n_kept) and _fires(g, acts)
                 bar.update(1)
     return out
+
+
+def _score(group: WatchedGroup, acts: torch.Tensor) -> float:
+    """A text's score for the group: the max over its kept positions of the monitor's own
+    score, or of the largest watched activation when the monitor has none."""
+    if group.monitor.score is None:
+        return float(acts.max())
+    return float(group.monitor.score(acts.unsqueeze(0), group.spec).max())
 
 
 def _fires(group: WatchedGroup, acts: torch.Tensor) -> bool:

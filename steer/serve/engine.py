@@ -46,6 +46,7 @@ class ServeEngine:
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.eos = eos_ids(self.model)
+        self._eos_index = torch.tensor(sorted(self.eos), dtype=torch.long)
         tokenizer = self.model.tokenizer
         self.pad_id = tokenizer.pad_token_id
         self.decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)
@@ -243,7 +244,8 @@ class ServeEngine:
             return
         sampling = job.sampling
         if len(job.generated) < sampling.min_tokens:
-            logits[list(self.eos)] = float("-inf")
+            # out of place: the logits come from an inference-mode pass
+            logits = logits.index_fill(0, self._eos_index, float("-inf"))
         token = choose(logits, sampling, job.generator)
         if token in self.eos:
             job.finish("stop")

@@ -159,6 +159,11 @@ def no_model(monkeypatch):
         ("{sae: s, features: [no-such-label]}", ("no-such-label", "monitors[0].features[0]")),
         ("{sae: s, features: [1], threshold: high}", ("threshold",)),
         ("{sae: s, features: [99]}", ("out of range",)),
+        (
+            "{sae: s, features: [1, 2], plugin: linear, weights: [1.0]}",
+            ("monitors[0].weights", "has 1 value for 2 features"),
+        ),
+        ("{sae: s, features: [1], plugin: linear}", ("monitors[0].weights", "required")),
     ],
 )
 def test_bad_recipe_is_one_line(tmp_path, sae_folder, capsys, no_model, monitor, fragments):
@@ -201,3 +206,45 @@ def test_score_command_json_and_out(tmp_path, sae_folder, capsys, monkeypatch, t
     # The table never shows the texts themselves.
     code, stdout, _ = call(["monitor", "score", path, "--input", str(texts)], capsys)
     assert "cat" not in stdout and "dog" not in stdout and "k: " in stdout
+
+
+def linear_group(pm, name, features, weights, bias, threshold) -> WatchedGroup:
+    """A group watched by the built-in ``linear`` monitor (a sparse probe's weights)."""
+    from steer.plugins.registry import registry
+    from steer.steering.monitors import MONITORS
+    from steer.steering.recipe import MonitorSpec
+
+    spec = MonitorSpec.model_validate(
+        {"sae": "s", "features": list(features), "name": name, "plugin": "linear",
+         "weights": weights, "bias": bias, "threshold": threshold}
+    )  # fmt: skip
+    monitor = registry(pm, MONITORS).get("linear", where="test")
+    return WatchedGroup(name, "s", features, monitor, spec)
+
+
+def test_a_linear_monitor_scores_its_weighted_sum(pm, tiny_model, probe_text):
+    _, h, sae = probe_text
+    proj = torch.relu(h @ sae.W_enc[:, :2]).detach()[1:]  # kept positions
+    groups = [
+        linear_group(pm, "low", (0, 1), [0.5, -1.0], 2.0, 1e9),
+        linear_group(pm, "fires", (1,), [1.0], -1.0, 0.0),
+    ]
+    (row,) = score_texts(tiny_model, {"s": sae}, groups, [TEXT], progress=False)
+    expected = float((proj @ torch.tensor([0.5, -1.0]) + 2.0).max())
+    assert row.scores["low"] == pytest.approx(expected, rel=1e-4)
+    assert row.scores["fires"] == pytest.approx(float(proj[:, 1].max()) - 1.0, rel=1e-4)
+    assert row.fired == {"low": False, "fires": True}
+
+
+def test_a_linear_monitor_names_the_feature_that_contributes_most(pm):
+    group = linear_group(pm, "g", (3, 9), [1.0, 2.0], 0.0, 1.5)
+    acts = torch.tensor([[[1.0, 0.0], [1.0, 1.0], [0.5, 0.2]]])  # scores 1.0, 3.0, 0.9
+    mask = group.monitor.observe(acts, group.spec)
+    assert mask.tolist() == [[[False, False], [False, True], [False, False]]]
+
+
+def test_a_linear_monitor_with_the_wrong_number_of_weights_is_one_line(pm):
+    group = linear_group(pm, "g", (3, 9), [1.0], 0.0, 0.0)
+    with pytest.raises(SteerError, match="1 weights for 2 features") as err:
+        group.monitor.observe(torch.zeros(1, 2, 2), group.spec)
+    assert "\n" not in str(err.value)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 
 import pytest
+import torch
 from support.server import base_recipe
 
 from steer.steering.engine import Steerer
@@ -194,3 +195,23 @@ def test_served_recipe_steps_apply_unless_replaced(tiny_model, sae_dir, pm, repl
         tiny_model, pm, sae_dir, PROMPTS[0], **({} if replace else {"interventions": [clamp(3)]})
     )
     assert text == expected
+
+
+def test_min_tokens_holds_end_of_sequence_back(client, server):
+    _, state = server
+    first = chat(client, PROMPTS[1], max_tokens=1).choices[0].message.content
+    token = state.model.tokenizer(first, add_special_tokens=False)["input_ids"][0]
+    saved = state.engine.eos, state.engine._eos_index
+    # make the model's own first token an end-of-sequence token: it now ends at once...
+    state.engine.eos = saved[0] | {token}
+    state.engine._eos_index = torch.tensor(sorted(state.engine.eos))
+    try:
+        ended = chat(client, PROMPTS[1], max_tokens=8).choices[0]
+        held = chat(client, PROMPTS[1], max_tokens=8, extra_body={"min_tokens": 5}).choices[0]
+    finally:
+        state.engine.eos, state.engine._eos_index = saved
+    assert (ended.message.content, ended.finish_reason) == ("", "stop")
+    # ...unless min_tokens holds it back
+    assert (
+        len(state.model.tokenizer(held.message.content, add_special_tokens=False)["input_ids"]) >= 5
+    )
