@@ -215,3 +215,28 @@ def test_min_tokens_holds_end_of_sequence_back(client, server):
     assert (
         len(state.model.tokenizer(held.message.content, add_special_tokens=False)["input_ids"]) >= 5
     )
+
+
+def test_features_are_searched_and_named_by_label(client, server, sae_dir, tiny_model, pm):
+    import httpx
+
+    from steer.sae.labels import Label, save_labels
+
+    url, _ = server
+    written = save_labels(
+        sae_dir, {3: Label("harbour", "boats and docks"), 7: Label("bakery", "bread")}
+    )
+    try:
+        found = httpx.get(url + "/steer/features", params={"q": "BOATS"}).json()["data"]
+        assert [(f["sae"], f["feature"], f["label"]) for f in found] == [("s", 3, "harbour")]
+        assert httpx.get(url + "/steer/features", params={"sae": "nope"}).status_code == 400
+        assert httpx.get(url + "/steer/features", params={"limit": 0}).status_code == 400
+        by_label = {
+            "interventions": [
+                {"plugin": "clamp", "sae": "s", "features": ["harbour"], "value": 6.0}
+            ]
+        }
+        text = chat(client, PROMPTS[0], extra_body={"steer": by_label}).choices[0].message.content
+        assert text == steer_run(tiny_model, pm, sae_dir, PROMPTS[0], interventions=[clamp(3)])
+    finally:
+        written.unlink()
