@@ -14,8 +14,6 @@ from steer.model import load_model
 from steer.serve.state import Limits, build_state
 from steer.steering.recipe import load_recipe
 
-pytestmark = pytest.mark.slow
-
 PROMPTS = ["The cat sat on", "Paris is", "Once upon a time", "The dog ran"] * 2
 
 
@@ -52,6 +50,7 @@ def chat(url: str, k: int) -> str:
     return response.json()["choices"][0]["message"]["content"]
 
 
+@pytest.mark.slow
 def test_two_ray_serve_replicas_serve_what_one_process_serves(recipe_file, monkeypatch):
     ray = pytest.importorskip("ray")
     from ray import serve
@@ -82,3 +81,15 @@ def test_two_ray_serve_replicas_serve_what_one_process_serves(recipe_file, monke
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def test_the_serve_run_builder_names_what_it_needs(recipe_file):
+    pytest.importorskip("ray")
+    from ray.serve import Application
+
+    from steer.errors import SteerError
+    from steer.serve.ray_app import build_app
+
+    with pytest.raises(SteerError, match="recipe=PATH"):
+        build_app({})
+    assert isinstance(build_app({"recipe": str(recipe_file), "replicas": "2"}), Application)
