@@ -50,6 +50,10 @@ _EXPORTS = {
     "AttributionContext": "steer.pinpoint.methods",
     "Gradients": "steer.pinpoint.methods",
     "SteerError": "steer.errors",
+    # evaluation: what judge plugins register and what they are given
+    "JudgeType": "steer.evaluation.judges",
+    "JudgeContext": "steer.evaluation.judges",
+    "llm_model": "steer.evaluation.llm_models",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -196,6 +196,8 @@ def _readme_chains(clone: Clone) -> list[Chain]:
     probe = str(out / "probe.safetensors")
     monitored = "recipes/monitor-harmful-requests.yaml"
     scores = ["--json", "--out", str(out / "scores.jsonl"), "--ctx-len", "32"]
+    # Two labelled sets from the shipped texts (the same texts: a smoke run, not a study).
+    two_sets = ["--set", f"a={HARMFUL},{BENIGN}", "--set", f"b={HARMFUL},{BENIGN}", "--json"]
     sets = Chain(
         "labelled sets, labels, monitors and probes",
         [
@@ -204,6 +206,7 @@ def _readme_chains(clone: Clone) -> list[Chain]:
             ["features", "label", SAE, "--list"],
             ["features", "label", SAE, "1234", "--remove"],
             ["monitor", "score", monitored, "--input", HARMFUL, *scores],
+            ["monitor", "eval", *two_sets, "--detectors", "group,dense", "--bootstrap", "50"],
             ["probe", "train", *texts, "--layer", "12", "--out", probe, *FEW_TEXTS],
             ["probe", "eval", probe, *texts, "--max-texts", "12", "--json"],
         ],
@@ -255,6 +258,9 @@ def test_the_readme_commands_are_all_run_here():
     for chain in _readme_chains(clone):
         planned |= {command_name(argv) for argv in chain.commands}
     planned |= {"run", "check", "train", "pinpoint"}  # the recipes' chains
+    # A server runs until it is stopped: tests/serve/test_cli_serve.py starts `steer serve` as a
+    # process, talks to it and stops it.
+    planned |= {"serve"}
     assert readme_commands() - planned == set()
 
 

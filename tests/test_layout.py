@@ -37,6 +37,8 @@ MAY_IMPORT = {
     "monitoring": BASE | {"plugins", "model", "corpus", "sae", "steering", "features"},
     "pinpoint": BASE | {"plugins", "model", "corpus", "sae", "steering"},
     "serve": BASE | {"plugins", "model", "sae", "steering"},
+    "evaluation": BASE
+    | {"plugins", "model", "corpus", "sae", "steering", "features", "monitoring", "pinpoint"},
 }
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80

@@ -30,9 +30,11 @@ COMMAND_MODULES = (
     "train",
     "sae",
     "features",
+    "autointerp",
     "monitor",
     "probe",
     "pinpoint",
+    "eval",
     "serve",
     "plugins",
 )

@@ -16,6 +16,7 @@ def register(app: typer.Typer) -> None:
 
 def plugins(debug: bool = debug_option()) -> None:
     """List the installed plugins and what each provides."""
+    from steer.evaluation.judges import JUDGES
     from steer.pinpoint.methods import ATTRIBUTION_METHODS
     from steer.plugins.manager import get_plugin_manager
     from steer.plugins.registry import registry
@@ -25,7 +26,7 @@ def plugins(debug: bool = debug_option()) -> None:
 
     pm = get_plugin_manager()
     provided: dict[str, list[str]] = {}
-    for kind in (INTERVENTIONS, MONITORS, ATTRIBUTION_METHODS, SAE_ARCHITECTURES):
+    for kind in (INTERVENTIONS, MONITORS, ATTRIBUTION_METHODS, SAE_ARCHITECTURES, JUDGES):
         for name in (found := registry(pm, kind)):
             entry = found[name]
             desc = getattr(entry.obj, "description", "")

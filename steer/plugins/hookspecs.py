@@ -100,6 +100,21 @@ def steer_register_attribution_methods(register: Callable[..., None]) -> None:
     """
 
 
+@hookspec
+def steer_register_judges(register: Callable[..., None]) -> None:
+    """Register judges for ``steer eval``: ways to score how much a completion is about a
+    concept.
+
+    Called once, when a plugin manager's judge registry is first built. Call
+    ``register(judge)`` with a :class:`steer.JudgeType`; its ``name`` is what ``--judge``
+    names. ``judge.make(ctx, arg)`` is called once per run (``ctx`` a
+    :class:`steer.JudgeContext`: the concept, its texts, the unsteered model's residuals;
+    ``arg`` the text after ``--judge NAME:``) and returns ``score(prompts, completions)``,
+    one float per completion. The built-in ``lexicon``, ``probe`` and ``llm`` judges come from
+    ``plugins/judges.py`` and ``plugins/llm_judge.py``.
+    """
+
+
 # -------------------------------------------------------------------------------------------
 # Command line: called once per ``steer`` invocation, before the command line is parsed.
 # -------------------------------------------------------------------------------------------

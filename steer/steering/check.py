@@ -70,7 +70,9 @@ def with_monitor_settings(recipe: Recipe, pm) -> Recipe:
     monitors = []
     for i, spec in enumerate(recipe.monitors):
         monitor = registry(pm, MONITORS).get(spec.plugin, where=f"monitors[{i}].plugin")
-        settings = monitor_settings(monitor, spec.settings, where=f"monitors[{i}]")
+        settings = monitor_settings(
+            monitor, spec.settings, where=f"monitors[{i}]", n_features=len(spec.features)
+        )
         # Rebuilt rather than updated, so the settings read in the order the plugin declares.
         common = spec.model_dump(exclude=set(spec.settings), exclude_unset=True)
         monitors.append(type(spec).model_validate({**common, **settings}))

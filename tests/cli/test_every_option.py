@@ -9,6 +9,8 @@ command or option is added without cases here, so the table stays complete.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import typer.main
 from support.cli_helpers import assert_one_line_error, call
@@ -36,7 +38,11 @@ BASE = {
     "features dashboard": ["features", "dashboard", SAE, "--out", "{new}"],
     "features label": ["features", "label", SAE, "831", "sea"],
     "features contrast": ["features", "contrast", SAE, "--pos", "{texts}", "--neg", "{texts}"],
+    "features explain": ["features", "explain", SAE, "831", "--no-save"],
+    "features score": ["features", "score", SAE, "831"],
+    "features compare-bases": ["features", "compare-bases", SAE],
     "monitor score": ["monitor", "score", "recipes/monitor-toxicity.yaml", "-i", "{texts}"],
+    "monitor eval": ["monitor", "eval", "--set", "{labelled}", "--set", "b={labelled}"],
     "probe train": [
         "probe",
         "train",
@@ -48,6 +54,10 @@ BASE = {
         "{new_file}",
     ],
     "probe eval": ["probe", "eval", "{probe}", "--pos", "{texts}", "--neg", "{texts}"],
+    # never run as it is (it would serve until stopped): every case fails before the model loads
+    "serve": ["serve", "recipes/demo.yaml"],
+    # never run as it is (minutes on CPU): every case fails before the model loads
+    "eval": ["eval", "recipes/steer-sea.yaml", "--concept", "sea"],
 }
 
 EMPTY = [("", "is empty"), (" ", "is empty")]  # an unset shell variable, quoted
@@ -85,6 +95,20 @@ RECIPE = [
 NEEDS_MODEL = "model"  # a third element: only the loaded model can tell (an integration case)
 
 BAD_VALUES: dict[str, dict[str, list[tuple[str, ...]]]] = {
+    "serve": {
+        "RECIPE": RECIPE,
+        "--host": [*EMPTY, ("http://localhost", "not an address"), ("1.2.3.4:80", "not an address")],
+        "--port": [("-1", "'--port'"), ("70000", "'--port'"), ("http", "'--port'")],
+        "--api-key": EMPTY,
+        "--device": DEVICE,
+        "--max-batch": POSITIVE,
+        "--max-queue": NOT_NEGATIVE,
+        "--max-tokens": POSITIVE,
+        "--max-body-bytes": POSITIVE,
+        "--timeout": [("0", "'--timeout'"), ("-1", "'--timeout'"), ("nan", "'--timeout'"), ("x", "'--timeout'")],
+        "--access-log": NEW_FILE,
+        "--replicas": [*POSITIVE, ("2", "--replicas needs --ray")],
+    },
     "run": {
         "RECIPE": RECIPE,
         "--prompt": EMPTY,
@@ -191,6 +215,34 @@ BAD_VALUES: dict[str, dict[str, list[tuple[str, ...]]]] = {
         "--save-labels": [*EMPTY, ("a\tb", "control character"), ("7", "must not be a number")],
         "--save-top": POSITIVE,
     },
+    "features explain": {
+        "SAE": SAE_NAME,
+        "ID": [("-1", "feature"), ("8192", "out of range"), ("nope", "unknown label 'nope'")],
+        "--explainer": [*EMPTY, ("nope", "llm")],  # not configured, or llm lacks a plugin's deps
+        "--scorer": [*EMPTY, ("nope", "llm")],
+        "--examples": POSITIVE,
+        "--db": [*EMPTY, ("{missing}", "feature index not found"), ("{texts}", "not a feature index")],
+    },
+    "features score": {
+        "SAE": SAE_NAME,
+        "ID": [("-1", "feature"), ("8192", "out of range"), ("nope", "unknown label 'nope'")],
+        "--explanation": EMPTY,
+        "--scorer": [*EMPTY, ("nope", "llm")],
+        "--examples": POSITIVE,
+        "--seed": [("x", "'--seed'"), ("1.5", "'--seed'")],
+        "--db": [*EMPTY, ("{missing}", "feature index not found"), ("{texts}", "not a feature index")],
+    },
+    "features compare-bases": {
+        "SAE": SAE_NAME,
+        "--data": TEXT_SOURCES,
+        "--directions": [*POSITIVE, ("1", "'--directions'")],
+        "--examples": [*POSITIVE, ("1", "'--examples'")],
+        "--max-tokens": [("0", "'--max-tokens'"), ("100", "'--max-tokens'"), ("x", "'--max-tokens'")],
+        "--scorer": [*EMPTY, ("nope", "llm")],
+        "--seed": [("x", "'--seed'"), ("1.5", "'--seed'")],
+        "--model": MODEL,
+        "--out": NEW_FILE,
+    },
     "monitor score": {
         "RECIPE": [*RECIPE, ("recipes/steer-food.yaml", "no monitors")],
         "--input": TEXT_FILE,
@@ -199,6 +251,25 @@ BAD_VALUES: dict[str, dict[str, list[tuple[str, ...]]]] = {
         "--ctx-len": [("1", "'--ctx-len'"), ("0", "'--ctx-len'")],
         "--batch": POSITIVE,
         "--device": DEVICE,
+    },
+    "monitor eval": {
+        "--set": [*EMPTY, ("a=", "--set takes NAME=FILE.jsonl"),
+                  ("{missing}", "labelled file not found"), ("{folder}", "is a folder"),
+                  ("{texts}", "not a JSON object"), ("{empty}", "has no positive texts"),
+                  ("{binary}", "cannot read it"), ("b={labelled}", "two sets are named 'b'"),
+                  ("{texts},{empty}", "empty"), ("{texts},", "NAME=POS,NEG")],
+        "--sae": SAE_NAME,
+        "--model": MODEL,
+        "--detectors": [*EMPTY, ("magic", "--detectors: unknown magic"), (",", "--detectors: unknown"),
+                        ("group,probe", "unknown probe")],
+        "--fpr": [("0", "--fpr must be between 0 and 1"), ("1", "--fpr must be between 0 and 1"),
+                  ("nan", "--fpr must be between 0 and 1"), ("x", "'--fpr'")],
+        "--bootstrap": NOT_NEGATIVE,
+        "--l1": [("-1", "'--l1'"), ("nan", "'--l1'"), ("inf", "--l1 must be a finite number")],
+        "--seed": [("x", "'--seed'"), ("1.5", "'--seed'")],
+        "--ctx-len": [("1", "'--ctx-len'"), ("0", "'--ctx-len'")],
+        "--batch": POSITIVE,
+        "--out": NEW_FILE,
     },
     "probe train": {
         "--pos": TEXT_FILE,
@@ -212,6 +283,28 @@ BAD_VALUES: dict[str, dict[str, list[tuple[str, ...]]]] = {
         "--max-texts": POSITIVE,
         "--ctx-len": [("1", "'--ctx-len'"), ("0", "'--ctx-len'")],
         "--batch": POSITIVE,
+    },
+    "eval": {
+        "RECIPE": RECIPE,
+        "--concept": [*EMPTY, ("tea", "unknown concept 'tea'")],
+        "--keywords": [*EMPTY, (",", "--keywords needs at least one word"),
+                       ("xqzvbnm", "concept 'sea' has no positive texts")],
+        "--pos": TEXT_FILE,
+        "--neg": TEXT_FILE,
+        "--judge": [*EMPTY, ("nope", "unknown judge 'nope'"), ("lexicon:", "nothing after the colon"),
+                    (":x", "give a judge name"), ("probe:{missing}", "not found")],
+        "--prompts": TEXT_FILE,
+        "--strengths": [*EMPTY, ("x", "--strengths takes numbers"), ("0", "above 0"),
+                        ("nan", "above 0"), (",", "at least one number")],
+        "--max-ppl-ratio": [("0.5", "'--max-ppl-ratio'"), ("x", "'--max-ppl-ratio'"),
+                            ("inf", "--max-ppl-ratio must be a finite number")],
+        "--seeds": [*POSITIVE, ("2", "--seeds > 1 needs a recipe that samples")],
+        "--bootstrap": NOT_NEGATIVE,
+        "--kl-windows": POSITIVE,
+        "--mc": [*TEXT_FILE, ("{texts}", "not a JSON object")],
+        "--max-new-tokens": POSITIVE,
+        "--out": [*EMPTY, ("{file}", "is a file")],
+        "--device": DEVICE,
     },
     "probe eval": {
         "PROBE": [*EMPTY, ("{missing}", "not found"), ("{texts}", "probe"),
@@ -294,6 +387,8 @@ def make_places(tmp_path):
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00\x81" * 64)
     (tmp_path / "folder").mkdir()
     (tmp_path / "a-file").write_text("not a folder\n")
+    labelled = [{"text": f"text {i}", "label": i % 2} for i in range(8)]
+    (tmp_path / "labelled.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labelled))
     texts_dir = tmp_path / "someone-elses"
     texts_dir.mkdir()
     (texts_dir / "notes.txt").write_text("mine\n")
@@ -307,6 +402,7 @@ def make_places(tmp_path):
         "new": str(tmp_path / "out" / "new"),
         "new_file": str(tmp_path / "new.json"),
         "texts_dir": str(texts_dir),
+        "labelled": str(tmp_path / "labelled.jsonl"),
         "probe": str(_probe_file(tmp_path / "probe.json")),
     }
 
