@@ -81,7 +81,7 @@ def make_buckets(
 
 class Basis:
     """How the residual stream splits into nodes. Subclasses: :class:`FeatureBasis`,
-    :class:`NeuronBasis`."""
+    :class:`NeuronBasis`, :class:`LinearBasis`."""
 
     kind: str
     has_error: bool
@@ -138,6 +138,30 @@ class NeuronBasis(Basis):
 
     def encode(self, h: torch.Tensor) -> torch.Tensor:
         return h.float()
+
+
+class LinearBasis(Basis):
+    """Directions fitted to the residual stream, the seed paper's other baselines: ``pca``
+    (principal components) or ``ica`` (independent components). Node ``i`` is coordinate ``i``
+    of ``h - mean`` (``a = (h - mean) @ encoder.T``), its direction row ``i`` of ``directions``
+    (``h = mean + a @ directions + error``); what the ``k`` directions leave out is the error
+    node, as an SAE's reconstruction error is."""
+
+    has_error = True
+
+    def __init__(
+        self, kind: str, encoder: torch.Tensor, directions: torch.Tensor, mean: torch.Tensor
+    ):
+        self.kind = kind
+        self.encoder = encoder.float()
+        self.directions = directions.float()
+        self.mean = mean.float()
+
+    def encode(self, h: torch.Tensor) -> torch.Tensor:
+        return (h.float() - self.mean) @ self.encoder.T
+
+    def error(self, h: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return h.float() - self.mean - a @ self.directions
 
 
 @dataclass

@@ -106,6 +106,15 @@ class PinpointRecipe(StrictModel):
     )
     side_effect_tokens: int = Field(4096, ge=128)
     neuron_baseline: bool = Field(True, description="Also pinpoint residual-stream neurons.")
+    baselines: list[Literal["pca", "ica"]] = Field(
+        default_factory=list,
+        description="Also pinpoint PCA and/or ICA directions fitted on baseline_data.",
+    )
+    baseline_components: int = Field(64, ge=1, description="Directions per PCA/ICA baseline.")
+    baseline_data: str = Field(
+        "builtin:wikitext2-excerpt", description="Text the PCA/ICA baselines are fitted on."
+    )
+    baseline_tokens: int = Field(8192, ge=128, description="Tokens of baseline_data to fit on.")
     batch_size: int = Field(32, ge=1, description="Prompts per forward pass.")
 
     @field_validator("prompts", mode="before")
@@ -113,7 +122,7 @@ class PinpointRecipe(StrictModel):
     def _strings_are_prompts(cls, value: Any) -> Any:
         return strings_as_text_items(value)
 
-    @field_validator("side_effect_data")
+    @field_validator("side_effect_data", "baseline_data")
     @classmethod
     def _shipped_text_exists(cls, value: str | None) -> str | None:
         # An unknown shipped name is an error here, naming the field, before anything loads.

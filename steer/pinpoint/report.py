@@ -18,7 +18,10 @@ from steer.errors import SteerError
 from steer.html import FeatureLinks, esc, feature_link
 from steer.io import atomic_files
 
-COLORS = {"features": "#1f77b4", "neurons": "#ff7f0e"}
+COLORS = {"features": "#1f77b4", "neurons": "#ff7f0e", "pca": "#2ca02c", "ica": "#9467bd"}
+# The bases a result may hold, in the order they are shown, and what one node of each is called.
+KINDS = ("features", "neurons", "pca", "ica")
+NODE_NAMES = {"features": "feature", "neurons": "neuron", "pca": "component", "ica": "component"}
 PAGE_CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; color: #1d1d1f; margin: 0 auto; max-width: 1320px;
   padding: 1rem 1.5rem 3rem; }
@@ -54,14 +57,14 @@ def print_report(result: dict[str, Any], console: Any, *, rows: int = 20) -> Non
         soft_wrap=True,
     )
     for site in result["sites"]:
-        for kind in ("features", "neurons"):
+        for kind in KINDS:
             if kind not in site:
                 continue
             part = site[kind]
             has_labels = any(r["label"] for r in part["ranked"])
             table = Table(title=f"{site['sae']} (layer {site['layer']}): top {kind}")
             table.add_column("rank", justify="right")
-            table.add_column(kind[:-1])
+            table.add_column(NODE_NAMES[kind])
             if has_labels:
                 table.add_column("label")
             table.add_column("attribution", justify="right")
@@ -143,7 +146,7 @@ def write_outputs(
 def _series(site: dict[str, Any]) -> list[tuple[str, list[tuple[float, float]]]]:
     return [
         (kind, [(p["n"], p["metric"]) for p in site[kind]["curve"]])
-        for kind in ("features", "neurons")
+        for kind in KINDS
         if kind in site
     ]
 
@@ -298,7 +301,7 @@ def ranked_table(site: dict[str, Any], kind: str, links: FeatureLinks | None) ->
     head = "<th>label</th>" if labelled else ""
     return (
         f'<h3>top {kind}</h3><div class="scroll"><table class="ranked" data-kind="{kind}">'
-        f'<thead><tr><th class="num">#</th><th class="num">{kind[:-1]}</th>{head}'
+        f'<thead><tr><th class="num">#</th><th class="num">{NODE_NAMES[kind]}</th>{head}'
         '<th class="num">attribution</th><th class="num">verified effect</th></tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table></div>"
     )
@@ -311,10 +314,10 @@ def curve_html(result: dict[str, Any], *, links: dict[str, FeatureLinks] | None 
     for site in result["sites"]:
         tables = "".join(
             ranked_table(site, kind, (links or {}).get(site["sae"]))
-            for kind in ("features", "neurons")
+            for kind in KINDS
             if kind in site
         )
-        lines = [_summary_line(site, k) for k in ("features", "neurons") if k in site]
+        lines = [_summary_line(site, k) for k in KINDS if k in site]
         body.append(
             f'<section class="site"><h2>{esc(site["sae"])} (layer {esc(site["layer"])})</h2>'
             f'<div class="row"><figure>{curve_svg(result, site)}</figure>'

@@ -24,6 +24,7 @@ import torch
 from steer.errors import SteerError
 from steer.pinpoint.ablation import ablated_metrics, clean_metric
 from steer.pinpoint.attribution import attribute
+from steer.pinpoint.baselines import fit_linear_bases
 from steer.pinpoint.methods import ATTRIBUTION_METHODS
 from steer.pinpoint.metric import Metric, resolve_metric
 from steer.pinpoint.nodes import (
@@ -169,6 +170,14 @@ class Pinpointer:
             bases: list[Basis] = [FeatureBasis(sae)]
             if recipe.neuron_baseline:
                 bases.append(NeuronBasis(self.model.d_model))
+            bases += fit_linear_bases(
+                self.model,
+                layer,
+                list(recipe.baselines),
+                data=recipe.baseline_data,
+                tokens=recipe.baseline_tokens,
+                components=recipe.baseline_components,
+            )
             site: dict[str, Any] = {"sae": spec.id, "layer": layer}
             text = (
                 clean_text_run(self.model, layer, text_windows)
