@@ -32,3 +32,19 @@ def client(server):
     from openai import OpenAI
 
     return OpenAI(base_url=server[0], api_key="unused", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def recipe_file(tmp_path_factory, tiny_model, sae_dir):
+    """A recipe whose model is the tiny model saved as a Hugging Face folder, for servers in
+    other processes (`steer serve`, Ray Serve replicas) that load it by path."""
+    root = tmp_path_factory.mktemp("served")
+    tiny_model.hf.save_pretrained(root / "tiny")
+    tiny_model.tokenizer.save_pretrained(root / "tiny")
+    recipe = root / "recipe.yaml"
+    recipe.write_text(
+        f"model: {root / 'tiny'}\n"
+        f"saes: [{{id: s, path: {sae_dir}, allow_other_model: true}}]\n"
+        "generation: {max_new_tokens: 10, temperature: 0}\nprompts: [unused]\n"
+    )
+    return recipe

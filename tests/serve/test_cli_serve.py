@@ -13,27 +13,12 @@ import sys
 import threading
 
 import httpx
-import pytest
 
 
-@pytest.fixture(scope="module")
-def tiny_recipe(tmp_path_factory, tiny_model, sae_dir):
-    root = tmp_path_factory.mktemp("cli-serve")
-    tiny_model.hf.save_pretrained(root / "tiny")
-    tiny_model.tokenizer.save_pretrained(root / "tiny")
-    recipe = root / "recipe.yaml"
-    recipe.write_text(
-        f"model: {root / 'tiny'}\n"
-        f"saes: [{{id: s, path: {sae_dir}, allow_other_model: true}}]\n"
-        "generation: {max_new_tokens: 6, temperature: 0}\nprompts: [unused]\n"
-    )
-    return recipe
-
-
-def test_steer_serve_listens_checks_its_key_logs_and_stops(tiny_recipe, tmp_path):
+def test_steer_serve_listens_checks_its_key_logs_and_stops(recipe_file, tmp_path):
     log = tmp_path / "access.jsonl"
     env = dict(os.environ, STEER_API_KEY="sesame", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "steer.cli", "serve", str(tiny_recipe), "--port", "0"]
+    cmd = [sys.executable, "-m", "steer.cli", "serve", str(recipe_file), "--port", "0"]
     server = subprocess.Popen(
         [*cmd, "--access-log", str(log)], stderr=subprocess.PIPE, text=True, env=env
     )

@@ -23,21 +23,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def recipe_file(tmp_path_factory, tiny_model, sae_dir):
-    """The tiny model saved as a Hugging Face folder, so that each replica loads it by path."""
-    root = tmp_path_factory.mktemp("ray")
-    tiny_model.hf.save_pretrained(root / "tiny")
-    tiny_model.tokenizer.save_pretrained(root / "tiny")
-    recipe = root / "recipe.yaml"
-    recipe.write_text(
-        f"model: {root / 'tiny'}\n"
-        f"saes: [{{id: s, path: {sae_dir}, allow_other_model: true}}]\n"
-        "generation: {max_new_tokens: 10, temperature: 0}\nprompts: [unused]\n"
-    )
-    return recipe
-
-
 def chat(url: str, k: int) -> str:
     body = {
         "messages": [{"role": "user", "content": PROMPTS[k]}],
