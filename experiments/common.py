@@ -7,6 +7,7 @@ Each study runs as ``python experiments/NAME.py``, which puts this folder first 
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -72,3 +73,22 @@ def write_lines(path: Path, texts: list[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
     return path
+
+
+def request_sources() -> tuple[list[str], list[str], list[str]]:
+    """``(red_team, alpaca, dolly)``: HH-RLHF harmless-base red-team first requests, Alpaca
+    instructions (with their input) and Dolly open-QA questions, one line each, in file order."""
+    red_team, dolly = [], []
+    with open(CORPUS / "hh_rlhf_harmless_base_test.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            first = json.loads(line)["chosen"].split("\n\nAssistant:")[0]
+            red_team.append(one_line(first.replace("\n\nHuman:", "", 1)))
+    with open(CORPUS / "dolly15k_open_qa_subset.jsonl", encoding="utf-8") as fh:
+        for line in fh:
+            question = json.loads(line)["text"].split(" ### Assistant: ")[0]
+            dolly.append(one_line(question.removeprefix("### Human:")))
+    alpaca = [
+        one_line(f"{rec['instruction']} {rec['input']}")
+        for rec in json.loads((CORPUS / "alpaca_en_demo_1k.json").read_text(encoding="utf-8"))
+    ]
+    return red_team, alpaca, dolly

@@ -48,7 +48,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
-from common import CORPUS, DATA, REPO, dedupe, load_data, one_line, split, write_lines
+from common import (
+    CORPUS,
+    DATA,
+    REPO,
+    dedupe,
+    load_data,
+    one_line,
+    request_sources,
+    split,
+    write_lines,
+)
 
 from steer.monitoring.thresholds import (
     fpr_threshold,
@@ -76,24 +86,11 @@ def toxicity_sets() -> tuple[list[str], list[str]]:
 
 def harmful_sets() -> tuple[list[str], list[str]]:
     """(HH-RLHF red-team first requests, Alpaca and Dolly requests), de-duplicated."""
-    pos, neg = [], []
-    with open(CORPUS / "hh_rlhf_harmless_base_test.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            dialogue = json.loads(line)["chosen"]
-            first = dialogue.split("\n\nAssistant:")[0]
-            pos.append(one_line(first.replace("\n\nHuman:", "", 1)))
-    dolly = []
-    with open(CORPUS / "dolly15k_open_qa_subset.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            question = json.loads(line)["text"].split(" ### Assistant: ")[0]
-            dolly.append(one_line(question.removeprefix("### Human:")))
+    pos, alpaca, dolly = request_sources()
+    neg = []
     # Dolly alone is factual questions, while red-team openings are often "how do I ..."
     # requests: half the negatives are Alpaca instructions (how-to and do-this requests) so
     # that request style alone does not separate the classes.
-    alpaca = [
-        one_line(f"{rec['instruction']} {rec['input']}")
-        for rec in json.loads((CORPUS / "alpaca_en_demo_1k.json").read_text(encoding="utf-8"))
-    ]
     rng = random.Random(1)
     for source in (dedupe(alpaca), dedupe(dolly)):
         neg += rng.sample(source, min(NEG_PER_SOURCE, len(source)))

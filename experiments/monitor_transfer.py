@@ -39,7 +39,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
-from common import CORPUS, DATA, REPO, dedupe, one_line
+from common import CORPUS, DATA, REPO, dedupe, one_line, request_sources
 
 LABELLED = CORPUS / "labelled"
 TRANSFER = LABELLED / "transfer"
@@ -89,20 +89,7 @@ def hatecheck() -> tuple[list[str], list[str]]:
 
 def hh_redteam() -> tuple[list[str], list[str]]:
     """HH-RLHF red-team first turns vs Alpaca instructions and Dolly questions (half each)."""
-    pos = []
-    with open(CORPUS / "hh_rlhf_harmless_base_test.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            first = json.loads(line)["chosen"].split("\n\nAssistant:")[0]
-            pos.append(one_line(first.replace("\n\nHuman:", "", 1)))
-    dolly = []
-    with open(CORPUS / "dolly15k_open_qa_subset.jsonl", encoding="utf-8") as fh:
-        for line in fh:
-            question = json.loads(line)["text"].split(" ### Assistant: ")[0]
-            dolly.append(one_line(question.removeprefix("### Human:")))
-    alpaca = [
-        one_line(f"{r['instruction']} {r['input']}")
-        for r in json.loads((CORPUS / "alpaca_en_demo_1k.json").read_text(encoding="utf-8"))
-    ]
+    pos, alpaca, dolly = request_sources()
     # Interleaved, so any cut of the list keeps half of each source.
     neg = [t for pair in zip(dedupe(alpaca), dedupe(dolly), strict=False) for t in pair]
     return pos, neg

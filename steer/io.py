@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -265,3 +266,21 @@ def check_text_file(path: str | os.PathLike, *, what: str = "file") -> None:
         raise SteerError(f"cannot read texts: {exc}", where=str(path)) from None
     if blank:
         raise SteerError(f"no texts in the {what} (it is empty)", where=str(path))
+
+
+def json_lines(
+    path: str | os.PathLike, lines: list[str] | None = None
+) -> Iterator[tuple[str, Any]]:
+    """``(where, record)`` for each non-blank line of a JSON-lines file (``lines``: its text,
+    already read), ``where`` being ``path:LINE`` for the caller's own messages. A line that
+    is not JSON is a one-line :class:`SteerError` there."""
+    if lines is None:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{i}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError:
+            raise SteerError("not a JSON object", where=where) from None

@@ -12,6 +12,7 @@ import typer
 
 from steer.cli.common import debug_option, device_option, err_console, out_console, texts_option
 from steer.errors import SteerError
+from steer.io import json_lines
 
 
 def register(app: typer.Typer) -> None:
@@ -57,13 +58,9 @@ def read_set(path: Path | None) -> list[str] | None:
     if path.suffix != ".jsonl":
         return lines
     texts = []
-    for i, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            raise SteerError("not a JSON object", where=f"{path}:{i}") from None
+    for where, record in json_lines(path):
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise SteerError("a record needs a text field", where=f"{path}:{i}")
+            raise SteerError("a record needs a text field", where=where)
         texts.append(record["text"])
     return texts
 

@@ -4,7 +4,6 @@ of next-token distributions on held-out neutral text with its edit applied) and 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import torch
 from steer.corpus.shipped import shipped_text
 from steer.errors import SteerError
 from steer.evaluation.arms import HiddenEdit
-from steer.io import check_text_file
+from steer.io import check_text_file, json_lines
 from steer.model import LoadedModel
 from steer.model.loss import completion_nll
 from steer.model.sites import Hook
@@ -95,14 +94,7 @@ def read_mc(path: str | Path | None = None) -> list[dict]:
     path = Path(path) if path is not None else MC_FILE
     check_text_file(path, what="multiple-choice file")
     questions = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{i}"
-        try:
-            q = json.loads(line)
-        except json.JSONDecodeError:
-            raise SteerError("not a JSON object", where=where) from None
+    for where, q in json_lines(path):
         ok = isinstance(q, dict) and isinstance(q.get("question"), str)
         choices = q.get("choices") if ok else None
         ok = ok and isinstance(choices, list) and len(choices) >= 2

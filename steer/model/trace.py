@@ -284,6 +284,16 @@ def last_logits(model: Any, layer: int, ids: torch.Tensor, new: torch.Tensor) ->
     return logits
 
 
+def _by_layer(model: Any, hooks: Sequence[Hook]) -> tuple[dict[int, list[Hook]], Any]:
+    """``hooks`` grouped by block, each group in forward order, and the layout that finds
+    their modules (``None`` when every hook is a block output, which every family has)."""
+    by_layer: dict[int, list[Hook]] = {}
+    for hook in sorted(hooks):
+        by_layer.setdefault(hook.layer, []).append(hook)
+    layout = None if all(h.kind == "resid_post" for h in hooks) else layout_of(model.hf.config)
+    return by_layer, layout
+
+
 def generate(
     model: Any,
     enc: dict[str, torch.Tensor],
@@ -306,10 +316,7 @@ def generate(
     for hook in hooks:
         check_site(model.hf.config, hook)
     lm = model.lm
-    by_layer: dict[int, list[Hook]] = {}
-    for hook in sorted(hooks):
-        by_layer.setdefault(hook.layer, []).append(hook)
-    layout = None if all(h.kind == "resid_post" for h in hooks) else layout_of(model.hf.config)
+    by_layer, layout = _by_layer(model, hooks)
 
     def step_edits(step: int) -> None:
         touched = False
@@ -358,10 +365,7 @@ def forward_step(
     if not hooks or edit is None:
         with torch.inference_mode():
             return model.hf(**kwargs).logits[:, -1].float()
-    by_layer: dict[int, list[Hook]] = {}
-    for hook in sorted(hooks):
-        by_layer.setdefault(hook.layer, []).append(hook)
-    layout = None if all(h.kind == "resid_post" for h in hooks) else layout_of(model.hf.config)
+    by_layer, layout = _by_layer(model, hooks)
     with torch.inference_mode():  # noqa: SIM117 - nnsight re-reads the traced `with` block
         with model.lm.trace(**kwargs):
             for layer, layer_hooks in by_layer.items():

@@ -16,7 +16,6 @@ a set goes through the model once, up to the SAE's layer; from that pass
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 
 from steer.errors import SteerError
 from steer.features.encode import BatchEncoder
+from steer.io import json_lines
 
 MIN_PER_CLASS = 2  # fewer texts of a class give no AUROC worth a number
 
@@ -82,14 +82,7 @@ def read_labelled(path: str | Path, *, name: str | None = None) -> LabelledSet:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise SteerError(f"cannot read it ({type(exc).__name__})", where=str(path)) from None
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{i}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            raise SteerError("not a JSON object", where=where) from None
+    for where, rec in json_lines(path, lines):
         if not isinstance(rec, dict) or not isinstance(rec.get("text"), str):
             raise SteerError('each record needs a "text" string', where=where)
         if "label" not in rec:
