@@ -20,13 +20,14 @@ BUILTIN_PLUGINS = REPO / "plugins"
 # Which of steer's parts each part may import. The top-level modules (errors, io, schema,
 # html) are the base every part may use; a subsystem never imports one listed after it, so
 # there are no cycles and a newcomer reads the packages bottom-up.
-BASE = {"errors", "io", "schema", "html", "lazy"}
+BASE = {"errors", "io", "schema", "html", "lazy", "distributed"}
 MAY_IMPORT = {
     "errors": set(),
     "io": {"errors"},
     "schema": {"errors"},
     "html": set(),
     "lazy": set(),
+    "distributed": {"errors"},
     "plugins": BASE,
     "model": BASE,
     "corpus": BASE,

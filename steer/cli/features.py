@@ -64,8 +64,12 @@ def index(
 ) -> None:
     """Index every feature over a corpus: top contexts, density, histogram, output tokens.
 
-    Rerunning the same command continues an interrupted build.
+    Rerunning the same command continues an interrupted build. Under ``torchrun`` the
+    processes share the work and rank 0 writes the index a single process would have written.
     """
+    from contextlib import nullcontext
+
+    from steer.distributed import quiet_unless_main, world
     from steer.features.index import build_index
     from steer.features.index_db import check_index_target
     from steer.sae.loading import load_sae_and_model, sae_folder
@@ -73,7 +77,9 @@ def index(
     sae_folder(sae)  # an unknown SAE fails before the model loads
     if db is not None:  # and an output that cannot be written, before the model loads
         check_index_target(db, rebuild=rebuild)
-    with err_console.status("loading the model and SAE"):
+    w = world()  # under torchrun: joins the group (and picks this rank's GPU) before loading
+    quiet_unless_main(w)  # rank 0 speaks for the run
+    with err_console.status("loading the model and SAE") if w.is_main else nullcontext():
         folder, loaded, lm = load_sae_and_model(sae, model=model)
     result = build_index(
         lm,
@@ -87,7 +93,10 @@ def index(
         samples=samples,
         flush_every=flush_every,
         rebuild=rebuild,
+        world=w,
     )
+    if not w.is_main:  # rank 0 speaks for the run
+        return
     if result.status == "up-to-date":
         typer.echo(f"index is complete and up to date: {result.path} (--rebuild to redo it)")
         return

@@ -44,6 +44,7 @@ def train(
     **settings: Any,
 ) -> None:
     """Train an SAE (topk or standard) from a YAML recipe or flags (checkpoints; --resume)."""
+    from steer.distributed import quiet_unless_main, world
     from steer.training.recipe import load_train_recipe, parse_train_recipe, resolve_paths
     from steer.training.run import train_sae
 
@@ -63,9 +64,11 @@ def train(
             parse_train_recipe(overrides, source="command line"), source="command line"
         )
         where = contextlib.nullcontext()
+    quiet_unless_main(world())
     with where:
         path = train_sae(config, resume=resume)
-    typer.echo(f"saved {path}")
+    if world().is_main:  # under torchrun, one line, not one per process
+        typer.echo(f"saved {path}")
 
 
 def _setting_flags() -> dict[str, tuple[str, inspect.Parameter]]:

@@ -70,13 +70,26 @@ class BatchEncoder:
         """``(hidden [B, T, d_model] float32, keep [B, T] bool)``: the residual stream at the
         SAE's layer and which positions training would have kept (updates the outlier filter)."""
         ids = ids.long()
-        hidden = site_output(self.model, self.hook, ids)
-        return hidden, keep_mask(ids, hidden, self.special, self.outliers, self.stats)
+        hidden = self.hidden(ids)
+        return hidden, self.keep(ids, hidden)
+
+    def hidden(self, ids: torch.Tensor) -> torch.Tensor:
+        """The residual stream ``[B, T, d_model]`` at the SAE's site (the forward pass alone)."""
+        return site_output(self.model, self.hook, ids.long())
+
+    def keep(self, ids: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Which positions of ``ids`` training would have kept, given their ``hidden`` states
+        (updates the outlier filter and the stats)."""
+        return keep_mask(ids.long(), hidden, self.special, self.outliers, self.stats)
 
     def __call__(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(acts [B, T, width] float32, keep [B, T] bool)`` for token ids ``[B, T]``;
         ``width`` is ``d_sae``, or the number of ``features`` asked for."""
         hidden, keep = self.hidden_and_keep(ids)
+        return self.encode_kept(hidden, keep), keep
+
+    def encode_kept(self, hidden: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """``acts [B, T, width]``: the encoding of ``hidden`` where ``keep``, zero elsewhere."""
         acts = torch.zeros(*keep.shape, self.width, dtype=torch.float32)
         if keep.any():
             x = hidden[keep].to(self.sae.device)
@@ -86,7 +99,7 @@ class BatchEncoder:
                 else:
                     out = self.sae.encode_features(x, self.features)
             acts[keep] = out.float().cpu()
-        return acts, keep
+        return acts
 
 
 def encode_texts(

@@ -16,6 +16,10 @@ flushed there in one transaction every ``flush_every`` windows, with the exact r
 so a killed build continues where it stopped when the same command runs again; a finished
 build is VACUUMed and renamed over ``<db>``. This module is the orchestration:
 :class:`IndexBuild` and its steps, run by :func:`build_index`.
+
+Under ``torchrun`` every rank runs the same steps: the batches are dealt out among the ranks
+and the ranks' states merged exactly (:mod:`steer.features.sharding`); rank 0 alone reads and
+writes the index files and shows progress, and gives the index one process would have built.
 """
 
 from __future__ import annotations
@@ -28,16 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steer.corpus.documents import source_files
 from steer.corpus.windows import build_windows
+from steer.distributed import World, broadcast_object
+from steer.distributed import world as current_world
 from steer.errors import SteerError
 from steer.features.encode import BatchEncoder
 from steer.features.index_db import (
     IDENTITY_KEYS,
     compact,
     connect,
-    differences,
+    existing_index,
     flush,
+    index_identity,
     load_resume,
     read_meta,
     resume_blob,
@@ -45,9 +51,8 @@ from steer.features.index_db import (
 )
 from steer.features.logits import N_LOGITS, output_logits, token_strings
 from steer.features.running import HIST_EDGES, SAMPLES, RunningIndex
-from steer.features.store import INDEX_FILENAME, STORE_FORMAT
-from steer.io import file_sha256
-from steer.model.positions import OUTLIER_RULE
+from steer.features.sharding import collect, exchange, fold_round, merge_parts, rounds
+from steer.features.store import INDEX_FILENAME
 
 # The constants of an index live beside the code that uses them; they are importable from
 # here too, where the index is built.
@@ -93,41 +98,6 @@ def partial_path(db: Path) -> Path:
     return db.with_name(db.name + ".partial")
 
 
-def _identity(
-    model: Any,
-    sae: Any,
-    sae_folder: Path,
-    data: Sequence[str | Path],
-    *,
-    max_tokens: int | None,
-    ctx_len: int,
-    top_k: int,
-    context_tokens: int,
-    samples: int,
-) -> dict[str, Any]:
-    from steer.sae.formats import WEIGHTS_FILENAME
-
-    files = source_files(data)
-    weights = Path(sae_folder) / WEIGHTS_FILENAME
-    return {
-        "format": STORE_FORMAT,
-        "sae": Path(sae_folder).resolve().name,
-        "sae_sha256": file_sha256(weights) if weights.is_file() else None,
-        "model": model.name,
-        "layer": int(sae.cfg.layer),
-        "d_sae": int(sae.cfg.d_sae),
-        "data": [{"path": str(p.resolve()), "sha256": file_sha256(p)} for p in files],
-        "data_sha256": [file_sha256(p) for p in files],
-        "max_tokens": max_tokens,
-        "ctx_len": ctx_len,
-        "top_k": top_k,
-        "context_tokens": context_tokens,
-        "quantile_samples": samples,
-        "hist_edges": HIST_EDGES,
-        "outlier_rule": OUTLIER_RULE.format(factor=OUTLIER_FACTOR),
-    }
-
-
 class IndexBuild:
     """One run of :func:`build_index`, in steps: set up (the constructor), :meth:`load_state`,
     :meth:`run`, :meth:`finish`; :meth:`close` releases the work file whatever happened.
@@ -135,7 +105,8 @@ class IndexBuild:
     The constructor checks the arguments and any existing index or work file: one of other
     settings is refused (unless ``rebuild``), a complete one sets :attr:`up_to_date` to the
     result to return (and nothing else is prepared), and otherwise the windows, the output
-    tokens, the running state and the encoder are made ready.
+    tokens, the running state and the encoder are made ready. Every rank of ``world`` runs
+    every step; only rank 0 touches the files.
     """
 
     def __init__(
@@ -156,64 +127,49 @@ class IndexBuild:
         rebuild: bool,
         progress: bool,
         stop_after: int | None,
+        world: World | None = None,
     ):
         self.t0 = time.perf_counter()
         if top_k < 1 or context_tokens < 1 or samples < 0:
             raise SteerError("--top-k and the context size must be at least 1, samples >= 0")
         sae_folder = Path(sae_folder)
+        self.world = world = world if world is not None else current_world()
         self.db = Path(db) if db is not None else default_db_path(sae_folder)
         self.work = partial_path(self.db)
         self.batch_windows, self.flush_every = batch_windows, flush_every
-        self.progress, self.stop_after = progress, stop_after
-        self.want = _identity(
-            model,
-            sae,
-            sae_folder,
-            data,
-            max_tokens=max_tokens,
-            ctx_len=ctx_len,
-            top_k=top_k,
-            context_tokens=context_tokens,
-            samples=samples,
-        )
+        self.progress, self.stop_after = progress and world.is_main, stop_after
+        self.settings = {"top_k": top_k, "context_tokens": context_tokens, "samples": samples}
+        self.want: dict[str, Any] = {}
         self.con: sqlite3.Connection | None = None
         self.done = 0  # windows folded into the state, in this run and the ones it continues
         self.resumed = False
         self.meta: dict[str, Any] = {}
         self.prev_seconds = 0.0
-        self.up_to_date = self._check_existing(rebuild)
-        if self.up_to_date is None:
+
+        def check() -> BuildResult | None:  # rank 0 alone reads and removes the shared files
+            if not world.is_main:
+                return None
+            self.want = index_identity(
+                model,
+                sae,
+                sae_folder,
+                data,
+                max_tokens=max_tokens,
+                ctx_len=ctx_len,
+                outlier_factor=OUTLIER_FACTOR,
+                **self.settings,
+            )
+            have = existing_index(self.db, self.work, self.want, rebuild=rebuild)
+            if have is not None:
+                windows, tokens = have["windows_done"], have["tokens_indexed"]
+                return BuildResult(self.db, "up-to-date", windows, tokens, 0.0, have)
             if rebuild:
                 self.work.unlink(missing_ok=True)
-            self._prepare(model, sae, data, max_tokens, ctx_len)
+            return None
 
-    def _check_existing(self, rebuild: bool) -> BuildResult | None:
-        """Refuse an index or work file of other settings; the result when ``db`` is complete."""
-        db, work = self.db, self.work
-        for path in (db, work):
-            if not path.exists() or rebuild:
-                continue
-            have = read_meta(path)
-            if path == work and not have:  # killed before it recorded anything: start afresh
-                work.unlink()
-                continue
-            if have is None:
-                raise SteerError(
-                    "exists but is not a feature index; pass --rebuild to replace it",
-                    where=str(path),
-                )
-            diff = differences(have, self.want)
-            if diff:
-                raise SteerError(
-                    f"is an index of different {', '.join(diff)}; pass --rebuild to replace it "
-                    "(or --db to build elsewhere)",
-                    where=str(path),
-                )
-            if path == db and have.get("status") == "complete" and not work.exists():
-                return BuildResult(
-                    db, "up-to-date", have["windows_done"], have["tokens_indexed"], 0.0, have
-                )
-        return None
+        self.up_to_date: BuildResult | None = exchange(world, check)[0]
+        if self.up_to_date is None:
+            exchange(world, lambda: self._prepare(model, sae, data, max_tokens, ctx_len))
 
     def _prepare(
         self,
@@ -228,21 +184,33 @@ class IndexBuild:
         )
         if len(self.windows) == 0:
             raise SteerError(f"the data holds no window of {ctx_len} tokens")
-        vocab_size = int(model.hf.get_output_embeddings().weight.shape[0])
-        self.vocab = token_strings(model.tokenizer, max(vocab_size, len(model.tokenizer)))
-        self.logits = output_logits(sae, model, self.vocab)
-        want = self.want
+        if self.world.is_main:  # the output tokens go into the rows rank 0 writes
+            vocab_size = int(model.hf.get_output_embeddings().weight.shape[0])
+            self.vocab = token_strings(model.tokenizer, max(vocab_size, len(model.tokenizer)))
+            self.logits = output_logits(sae, model, self.vocab)
         self.state = RunningIndex(
             int(sae.cfg.d_sae),
-            top_k=want["top_k"],
-            context_tokens=min(want["context_tokens"], ctx_len),
+            top_k=self.settings["top_k"],
+            context_tokens=min(self.settings["context_tokens"], ctx_len),
             n_bins=len(HIST_EDGES) - 1,
-            samples=want["quantile_samples"],
+            samples=self.settings["samples"],
         )
         self.encoder = BatchEncoder(model, sae, outlier_factor=OUTLIER_FACTOR)
 
     def load_state(self) -> None:
-        """Open the work file and continue from the state its last flush saved, if any."""
+        """Open the work file and continue from the state its last flush saved, if any (rank 0
+        holds that state; every rank gets the windows done and the outlier filter's medians)."""
+
+        def load() -> tuple[int, list[float]]:
+            if self.world.is_main:
+                self._load_work()
+            return self.done, self.encoder.outliers.state_dict()["medians"]
+
+        self.done, medians = exchange(self.world, load)[0]
+        self.encoder.outliers.load_state_dict({"medians": medians})
+        self.resumed = self.done > 0
+
+    def _load_work(self) -> None:
         self.work.parent.mkdir(parents=True, exist_ok=True)
         self.con = connect(self.work)
         saved = load_resume(self.con, self.state.state_dict())
@@ -252,9 +220,8 @@ class IndexBuild:
             for key, value in saved["stats"].items():
                 setattr(self.encoder.stats, key, value)
             self.done = int(saved["windows_done"])
-        self.resumed = self.done > 0
         self.meta = {**self.want, "windows_total": len(self.windows), "status": "partial"}
-        if self.resumed:
+        if self.done > 0:
             self.prev_seconds = (read_meta(self.work) or {}).get("build_seconds", 0.0)
         else:  # the identity goes in first, so a kill before the first flush resumes
             with self.con:
@@ -264,7 +231,7 @@ class IndexBuild:
         """Encode the remaining windows batch by batch, flushing every ``flush_every``."""
         # Batches always start at multiples of batch_windows, as in an unbroken run, so the
         # outlier filter sees the same batches and a resumed index equals an unbroken one.
-        batch = self.batch_windows
+        batch, w = self.batch_windows, self.world
         end = len(self.windows)
         if self.stop_after is not None:
             end = min(end, -(-self.stop_after // batch) * batch)
@@ -279,19 +246,28 @@ class IndexBuild:
             disable=not self.progress,
         )
         since_flush = 0
-        while self.done < end:
-            ids = self.windows[self.done : min(self.done + batch, end)].long()
-            acts, _keep = self.encoder(ids)
-            self.state.update(ids, acts)
-            self.done += len(ids)
-            since_flush += len(ids)
-            bar.update(len(ids))
+        for starts in rounds(self.done, end, batch, w.size):
+            mine = starts[w.rank] if w.rank < len(starts) else None
+            ids = None if mine is None else self.windows[mine : min(mine + batch, end)].long()
+            fold_round(w, self.encoder, self.state, ids, mine)
+            n = min(starts[-1] + batch, end) - starts[0]
+            self.done += n
+            since_flush += n
+            bar.update(n)
             if since_flush >= self.flush_every and self.done < end:
                 self._flush(final=False)
                 since_flush = 0
         bar.close()
 
     def _flush(self, final: bool) -> None:
+        """Every rank: the states go to rank 0, which merges them and writes the rows (and,
+        when ``final``, finishes the file)."""
+        self.state, self.encoder.stats, parts = collect(self.world, self.state, self.encoder.stats)
+        exchange(self.world, lambda: self._write(parts, final) if parts is not None else None)
+
+    def _write(self, parts: list[Any], final: bool) -> None:  # rank 0
+        merge_parts(self.state, self.encoder.stats, parts)
+        self.encoder.stats.median_norm = self.encoder.outliers.reference
         stats = dict(vars(self.encoder.stats))
         self.meta.update(
             windows_done=self.done,
@@ -314,22 +290,23 @@ class IndexBuild:
             tokens=tokens,
             resume_blob=blob,
         )
-
-    def finish(self) -> BuildResult:
-        """Flush the last state; when every window is in, VACUUM and rename over ``db``."""
-        complete = self.done >= len(self.windows)
-        self._flush(final=complete)
-        if complete:
+        if final:
             compact(self.con)
-        self.close()
-        if complete:
+            self.close()
             # Not steer.io.atomic_path: its temporary file is private to one process and is
             # deleted on failure, and a build's work file must outlive a kill to be resumed.
             with open(self.work, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(self.work, self.db)
+
+    def finish(self) -> BuildResult:
+        """Flush the last state; when every window is in, VACUUM and rename over ``db``. Every
+        rank returns rank 0's result."""
+        complete = self.done >= len(self.windows)
+        self._flush(final=complete)
+        self.close()
         status = ("resumed" if self.resumed else "built") if complete else "partial"
-        return BuildResult(
+        result = BuildResult(
             self.db if complete else self.work,
             status,
             self.done,
@@ -337,6 +314,7 @@ class IndexBuild:
             time.perf_counter() - self.t0,
             self.meta,
         )
+        return broadcast_object(self.world, result)
 
     def close(self) -> None:
         """Close the work file (the last flush stays in it)."""
@@ -362,6 +340,7 @@ def build_index(
     rebuild: bool = False,
     progress: bool = True,
     stop_after: int | None = None,
+    world: World | None = None,
 ) -> BuildResult:
     """Index ``sae`` (at its layer of ``model``) over the texts in ``data``.
 
@@ -371,6 +350,10 @@ def build_index(
     ``samples`` quantile samples (0: none). ``stop_after`` ends the run at the first batch
     boundary after that many windows in total, leaving a partial index (for tests and for
     splitting a long build).
+
+    Under ``torchrun`` (``world``, default :func:`steer.distributed.world`) every process calls
+    this with the same arguments; they share the batches and rank 0 writes the index, equal to
+    the one a single process builds (and a partial build resumes with any number of processes).
     """
     build = IndexBuild(
         model,
@@ -388,6 +371,7 @@ def build_index(
         rebuild=rebuild,
         progress=progress,
         stop_after=stop_after,
+        world=world,
     )
     if build.up_to_date is not None:
         return build.up_to_date

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import logging
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,12 @@ import safetensors
 import safetensors.torch as st
 import torch
 
+from steer.corpus.documents import source_files
 from steer.errors import SteerError
-from steer.features.running import RunningIndex
-from steer.features.store import INDEX_FILENAME, SCHEMA
-from steer.io import check_writable
-from steer.model.positions import CollectStats
+from steer.features.running import HIST_EDGES, RunningIndex
+from steer.features.store import INDEX_FILENAME, SCHEMA, STORE_FORMAT
+from steer.io import check_writable, file_sha256
+from steer.model.positions import OUTLIER_RULE, CollectStats
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,35 @@ IDENTITY_KEYS = (
     "hist_edges",
     "quantile_samples",
 )
+
+
+def index_identity(
+    model: Any, sae: Any, sae_folder: Path, data: Sequence[str | Path], **settings: Any
+) -> dict[str, Any]:
+    """The meta rows that name what an index was built from: the SAE's weights, the model, the
+    data files and the build's ``settings`` (``max_tokens``, ``ctx_len``, ``top_k``,
+    ``context_tokens``, ``samples``, ``outlier_factor``)."""
+    from steer.sae.formats import WEIGHTS_FILENAME
+
+    files = source_files(data)
+    weights = Path(sae_folder) / WEIGHTS_FILENAME
+    return {
+        "format": STORE_FORMAT,
+        "sae": Path(sae_folder).resolve().name,
+        "sae_sha256": file_sha256(weights) if weights.is_file() else None,
+        "model": model.name,
+        "layer": int(sae.cfg.layer),
+        "d_sae": int(sae.cfg.d_sae),
+        "data": [{"path": str(p.resolve()), "sha256": file_sha256(p)} for p in files],
+        "data_sha256": [file_sha256(p) for p in files],
+        "max_tokens": settings["max_tokens"],
+        "ctx_len": settings["ctx_len"],
+        "top_k": settings["top_k"],
+        "context_tokens": settings["context_tokens"],
+        "quantile_samples": settings["samples"],
+        "hist_edges": HIST_EDGES,
+        "outlier_rule": OUTLIER_RULE.format(factor=settings["outlier_factor"]),
+    }
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -95,6 +126,35 @@ def write_meta(con: sqlite3.Connection, meta: dict[str, Any]) -> None:
 def differences(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
     """The identity keys on which an existing index's meta and the wanted one differ."""
     return [key for key in IDENTITY_KEYS if have.get(key) != want.get(key)]
+
+
+def existing_index(
+    db: Path, work: Path, want: dict[str, Any], *, rebuild: bool
+) -> dict[str, Any] | None:
+    """Check the index ``db`` and its work file ``work`` against the ``want``ed identity: one
+    of other settings (or not an index) is refused unless ``rebuild``, a work file killed
+    before it recorded anything is removed. Returns the meta of ``db`` when it is complete."""
+    for path in (db, work):
+        if not path.exists() or rebuild:
+            continue
+        have = read_meta(path)
+        if path == work and not have:  # killed before it recorded anything: start afresh
+            work.unlink()
+            continue
+        if have is None:
+            raise SteerError(
+                "exists but is not a feature index; pass --rebuild to replace it", where=str(path)
+            )
+        diff = differences(have, want)
+        if diff:
+            raise SteerError(
+                f"is an index of different {', '.join(diff)}; pass --rebuild to replace it "
+                "(or --db to build elsewhere)",
+                where=str(path),
+            )
+        if path == db and have.get("status") == "complete" and not work.exists():
+            return have
+    return None
 
 
 def _round_list(values: list[float]) -> list[float | int]:
@@ -229,6 +289,11 @@ def load_resume(con: sqlite3.Connection, like: dict[str, torch.Tensor]) -> dict[
         return None
     try:
         tensors = st.load(bytes(row[0]))
+        if set(like) - set(tensors) == {"top_window"} and set(tensors) < set(like):
+            # Saved before top contexts recorded their window (needed to break ties the same
+            # way in any order): the slots cannot be completed, so the build starts over.
+            log.warning("%s: resume state from an older steer is not read; starting over", where)
+            return None
         values = json.loads(row[1])
         return {"index": _checked_tensors(tensors, like), **_checked_values(values)}
     except (safetensors.SafetensorError, ValueError, TypeError, RecursionError) as exc:

@@ -74,6 +74,43 @@ class OutlierFilter:
         return float(np.median(self._medians)) if self._medians else 0.0
 
 
+def candidate_mask(ids: torch.Tensor, special: torch.Tensor) -> torch.Tensor:
+    """Positions of ``ids`` ``[B, T]`` that may be kept whatever their norm: not a special
+    token, not position 0 of a window."""
+    candidates = ~torch.isin(ids, special)
+    candidates[:, 0] = False
+    return candidates
+
+
+def filter_candidates(
+    ids: torch.Tensor,
+    norms: torch.Tensor,
+    special: torch.Tensor,
+    outliers: OutlierFilter,
+    stats: CollectStats | None = None,
+) -> torch.Tensor:
+    """Which of the candidate positions of ``ids`` (:func:`candidate_mask`, in row-major order)
+    to keep, given their norms ``[n_candidates]``; updates ``outliers`` and ``stats``.
+
+    Split from :func:`keep_mask` so that a run whose forward passes were shared among
+    processes can apply the (order-dependent) outlier rule afterwards, in window order, and
+    keep exactly the positions one process would have kept.
+    """
+    keep = outliers.keep(norms, torch.ones_like(norms, dtype=torch.bool))
+    if stats is not None:
+        is_special = torch.isin(ids, special)
+        dropped = ~keep
+        stats.tokens += ids.numel()
+        stats.special += int(is_special.sum())
+        stats.first_position += int((~is_special[:, 0]).sum())
+        stats.outliers += int(dropped.sum())
+        stats.kept += int(keep.sum())
+        if dropped.any():
+            stats.max_outlier_norm = max(stats.max_outlier_norm, float(norms[dropped].max()))
+        stats.median_norm = outliers.reference
+    return keep
+
+
 def keep_mask(
     ids: torch.Tensor,
     hidden: torch.Tensor,
@@ -82,20 +119,9 @@ def keep_mask(
     stats: CollectStats | None = None,
 ) -> torch.Tensor:
     """Which positions of ``ids`` ``[B, T]`` an SAE should see; updates ``stats``."""
-    is_special = torch.isin(ids, special)
-    first = torch.zeros_like(is_special)
-    first[:, 0] = True
-    candidates = ~is_special & ~first
-    norms = hidden.norm(dim=-1)
-    keep = outliers.keep(norms, candidates)
-    if stats is not None:
-        dropped = candidates & ~keep
-        stats.tokens += ids.numel()
-        stats.special += int(is_special.sum())
-        stats.first_position += int((first & ~is_special).sum())
-        stats.outliers += int(dropped.sum())
-        stats.kept += int(keep.sum())
-        if dropped.any():
-            stats.max_outlier_norm = max(stats.max_outlier_norm, float(norms[dropped].max()))
-        stats.median_norm = outliers.reference
+    candidates = candidate_mask(ids, special)
+    keep = torch.zeros_like(candidates)
+    keep[candidates] = filter_candidates(
+        ids, hidden.norm(dim=-1)[candidates], special, outliers, stats
+    )
     return keep

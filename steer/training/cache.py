@@ -124,10 +124,8 @@ def build_activation_cache(
 
     def flush(done_now: int, complete: bool = False) -> None:
         mm.flush()
-        meta.update(windows_done=done_now, n_rows=row, complete=complete, stats=asdict(stats))
-        meta.update(**outliers.state_dict(), layer=_site_key(layer), model=model.name)
-        meta.update(outlier_rule=OUTLIER_RULE.format(factor=outlier_factor))
-        atomic_write_text(meta_file, json.dumps(meta))
+        meta.update(windows_done=done_now, n_rows=row, complete=complete)
+        write_cache_meta(meta_file, meta, model.name, layer, stats, outliers)
         if progress is not None:
             progress(done_now, len(windows), stats)
 
@@ -148,6 +146,21 @@ def build_activation_cache(
             flush(done)
     flush(len(windows), complete=True)
     return ActivationCache(path)
+
+
+def write_cache_meta(
+    meta_file: Path,
+    meta: dict[str, Any],
+    model_name: str,
+    layer: Any,
+    stats: CollectStats,
+    outliers: OutlierFilter,
+) -> None:
+    """Write a cache's ``meta.json`` atomically: ``meta`` (fingerprint, windows done, rows,
+    completeness) plus what collection saw and the outlier filter's running state."""
+    meta.update(stats=asdict(stats), **outliers.state_dict(), layer=_site_key(layer))
+    meta.update(model=model_name, outlier_rule=OUTLIER_RULE.format(factor=outliers.factor))
+    atomic_write_text(meta_file, json.dumps(meta))
 
 
 def _width(model: Any, layer: Any) -> int:

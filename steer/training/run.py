@@ -28,6 +28,7 @@ import torch
 
 from steer.corpus.documents import HFSource, source_files
 from steer.corpus.windows import build_windows
+from steer.distributed import World, agree, barrier, world
 from steer.errors import SteerError
 from steer.io import file_sha256
 from steer.model.layouts import check_site, site_width
@@ -41,6 +42,7 @@ from steer.training.checkpoint import (
     save_checkpoint,
 )
 from steer.training.config import TrainConfig, owner
+from steer.training.shards import build_activation_caches
 from steer.training.standard import StandardTrainer
 from steer.training.topk import TopKTrainer
 from steer.training.trainer import Trainer
@@ -78,10 +80,13 @@ def collect_activations(
     model: Any,
     *,
     progress: Callable[[int, int, Any], None] | None = None,
+    world: World | None = None,
 ) -> tuple[torch.Tensor, ActivationCache]:
     """Cut ``cfg``'s token windows and run them through the model into the (resumable)
     activation cache. Returns the windows and the cache; a complete cache is reused as is.
-    ``progress(done, total, stats)`` is called as windows are processed."""
+    ``progress(done, total, stats)`` is called as windows are processed. Under torchrun
+    (``world`` of several ranks) the ranks share the forward passes and build the same cache
+    (:mod:`steer.training.shards`)."""
     windows = build_windows(
         model.tokenizer,
         cfg.sources(),
@@ -91,6 +96,18 @@ def collect_activations(
         seed=cfg.seed,
     )
     cache_path = Path(cfg.cache_dir) if cfg.cache_dir else default_dir("activations", cfg)
+    if world is not None and world.distributed:
+        (cache,) = build_activation_caches(
+            model,
+            [cfg.hook()],
+            windows,
+            [cache_path],
+            world=world,
+            outlier_factor=cfg.outlier_factor,
+            batch_windows=cfg.batch_windows,
+            progress=None if progress is None else lambda done, total: progress(done, total, None),
+        )
+        return windows, cache
     cache = build_activation_cache(
         model,
         cfg.hook(),
@@ -108,14 +125,27 @@ class TrainingRun:
 
     Constructing it is the set-up step: the settings are checked against the model, the
     activations collected (or found complete in the cache) and the trainer built.
+
+    Under torchrun every rank constructs its own run of the same ``cfg``: they share the
+    collection, each trains on its slice of every global batch of ``batch_size`` rows (which
+    must split evenly), and rank 0 alone shows progress and writes checkpoints and the SAE.
+    Checkpoints hold no trace of the world size, so a run resumes under any number of ranks
+    that divides the batch.
     """
 
     def __init__(self, cfg: TrainConfig, *, model: Any = None, progress: bool = True):
         from steer.model import load_model
 
         check_output(Path(cfg.out))  # before minutes of work, not after
+        self.world = world()
+        if cfg.batch_size % self.world.size:
+            raise SteerError(
+                f"batch_size {cfg.batch_size} does not split evenly over "
+                f"{self.world.size} processes",
+                where="torchrun",
+            )
         self.cfg = cfg
-        self.progress = progress
+        self.progress = progress and self.world.is_main
         self.model = model if model is not None else load_model(cfg.model, device="cpu")
         if not 0 <= cfg.layer < self.model.n_layers:
             raise SteerError(f"layer {cfg.layer} out of range (model has {self.model.n_layers})")
@@ -139,7 +169,7 @@ class TrainingRun:
             bar.update(done - bar.n)
 
         _windows, cache = collect_activations(
-            self.cfg, self.model, progress=report if self.progress else None
+            self.cfg, self.model, progress=report if self.progress else None, world=self.world
         )
         if bar is not None:
             bar.close()
@@ -154,8 +184,9 @@ class TrainingRun:
                 self.d_in,
                 sample,
                 resample_source=lambda n, seed: cache.rows(n, seed=seed),
+                world=self.world,
             )
-        return TopKTrainer(cfg, self.d_in, sample)
+        return TopKTrainer(cfg, self.d_in, sample, world=self.world)
 
     @property
     def d_in(self) -> int:
@@ -181,7 +212,17 @@ class TrainingRun:
         return True
 
     def checkpoint(self) -> None:
-        """Write the trainer's state atomically; a full disk leaves the previous one whole."""
+        """Write the trainer's state atomically; a full disk leaves the previous one whole.
+        Rank 0 writes; every rank fails together when it cannot."""
+        failure = None
+        if self.world.is_main:
+            try:
+                self._write_checkpoint()
+            except SteerError as exc:
+                failure = exc
+        agree(self.world, failure is None, str(failure) if failure else None)
+
+    def _write_checkpoint(self) -> None:
         # The data position is implied by the step (the stream is a pure function of seed and
         # step); it is written out too so a reader can see where the run stood.
         per_epoch = self.cache.batches_per_epoch(self.cfg.batch_size)
@@ -217,8 +258,10 @@ class TrainingRun:
 
     def _stream(self):
         """The batches from the trainer's step to the last: epoch e, batch b is step
-        ``e * per_epoch + b``; a resumed run replays the stream up to its step (cheap)."""
-        cfg = self.cfg
+        ``e * per_epoch + b``; a resumed run replays the stream up to its step (cheap).
+        Under torchrun every rank reads the same stream and keeps its slice of each batch."""
+        cfg, rank, size = self.cfg, self.world.rank, self.world.size
+        share = cfg.batch_size // size
         step = 0
         for epoch in itertools.count():
             for batch in self.cache.epoch_batches(
@@ -227,7 +270,7 @@ class TrainingRun:
                 if step >= cfg.total_steps:
                     return
                 if step >= self.trainer.step:
-                    yield batch
+                    yield batch[rank * share : (rank + 1) * share] if size > 1 else batch
                 step += 1
             if step >= cfg.total_steps:
                 return
@@ -332,7 +375,9 @@ def train_sae(
     if resume:
         run.load_state()
     run.fit(callback)
-    return run.save()
+    path = run.save() if run.world.is_main else Path(config.out)
+    barrier(run.world)  # the SAE is on disk when any rank returns
+    return path
 
 
 def _bar(total: int, desc: str, unit: str, enabled: bool) -> Any:

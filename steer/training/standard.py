@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from steer.distributed import World
 from steer.training.checkpoint import CheckpointError, TrainState
 from steer.training.config import TrainConfig
 from steer.training.trainer import Trainer
@@ -32,8 +33,9 @@ class StandardTrainer(Trainer):
         sample: torch.Tensor,
         *,
         resample_source: Callable[[int, int], torch.Tensor],
+        world: World | None = None,
     ):
-        super().__init__(cfg, d_in, sample)
+        super().__init__(cfg, d_in, sample, world=world)
         self.resample_source = resample_source
         # Its own generator, saved in checkpoints, so a resumed run picks the same inputs.
         self.resample_gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -51,15 +53,23 @@ class StandardTrainer(Trainer):
         f = torch.relu(torch.addmm(bias, x, p["W_enc"].t()))
         return f, torch.addmm(p["b_dec"], f, p["W_dec"])
 
-    def train_step(self, raw: torch.Tensor) -> dict[str, float]:
-        cfg, p = self.cfg, self.params
-        x = raw * self.scale
-        dead = int((self.since_fired >= cfg.dead_tokens).sum())
+    def objective_loss(
+        self, x: torch.Tensor, l1_weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(loss, squared error, features)`` on this rank's rows. The loss is a mean over
+        them, so DDP's average over equal slices is the whole batch's loss."""
+        p = self.params
         f, recon = self._forward(x)
         sq_err = (recon - x).pow(2).sum()
-        fvu = sq_err / (x - x.mean(0)).pow(2).sum()
         l1 = (f @ p["W_dec"].norm(dim=1)).mean()
-        loss = sq_err / len(x) + self.l1_at(self.step) * l1
+        return sq_err / len(x) + l1_weight * l1, sq_err.detach(), f
+
+    def train_step(self, raw: torch.Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        x = raw * self.scale
+        dead = int((self.since_fired >= cfg.dead_tokens).sum())
+        total_var = self.total_variance(x)
+        loss, sq_err, f = self.objective(x, self.l1_at(self.step))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         with torch.no_grad():
@@ -73,10 +83,12 @@ class StandardTrainer(Trainer):
             and self.step <= cfg.total_steps * cfg.resample_until
         ):
             self.resample()
+        total_loss, total_sq, n_active = self.batch_sums(loss, sq_err, active.sum())
+        size = self.world.size
         self.last_metrics = {
-            "loss": loss.item(),
-            "ev": 1.0 - fvu.item(),
-            "l0": float(active.sum(1).float().mean()),
+            "loss": total_loss / size,
+            "ev": 1.0 - total_sq / float(total_var),
+            "l0": n_active / (len(x) * size),
             "dead": dead / cfg.d_sae,
         }
         return self.last_metrics

@@ -55,26 +55,37 @@ class TopKTrainer(Trainer):
     architecture = "topk"
     decoder_init_norm = 1.0
 
-    def train_step(self, raw: torch.Tensor) -> dict[str, float]:
+    def objective_loss(
+        self, x: torch.Tensor, dead: torch.Tensor, total_var: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(loss, squared error, values, indices)`` on this rank's rows; ``total_var`` is the
+        whole batch's, so the ranks' losses add up to the loss of the whole batch."""
         cfg, p = self.cfg, self.params
-        x = raw * self.scale
-        dead = (self.since_fired >= cfg.dead_tokens).nonzero().flatten()
         k_aux = cfg.k_aux or self.d_in // 2
         vals, idx, aux_vals, aux_idx = _TopK.apply(
             x - p["b_dec"], p["W_enc"], p["b_enc"], cfg.k, dead, k_aux
         )
         recon = F.embedding_bag(idx, p["W_dec"], per_sample_weights=vals, mode="sum") + p["b_dec"]
-        total_var = (x - x.mean(0)).pow(2).sum()
         err = recon - x
-        fvu = err.pow(2).sum() / total_var
-        loss = fvu
+        sq_err = err.pow(2).sum()
+        loss = sq_err / total_var
         if aux_idx.shape[1]:
             # AuxK: dead latents learn to explain what the live ones miss (Gao et al. 2024).
             e_hat = F.embedding_bag(aux_idx, p["W_dec"], per_sample_weights=aux_vals, mode="sum")
             aux = (e_hat + err.detach()).pow(2).sum() / total_var
             loss = loss + cfg.auxk_coef * min(1.0, len(dead) / k_aux) * aux
+        return loss, sq_err.detach(), vals, idx
+
+    def train_step(self, raw: torch.Tensor) -> dict[str, float]:
+        cfg, p, world = self.cfg, self.params, self.world
+        x = raw * self.scale
+        dead = (self.since_fired >= cfg.dead_tokens).nonzero().flatten()
+        total_var = self.total_variance(x)
+        loss, sq_err, vals, idx = self.objective(x, dead, total_var)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP averages the ranks' gradients; each rank's loss is its share of the whole
+        # batch's, so scaling by the world size makes the average their sum.
+        (loss * world.size if world.distributed else loss).backward()
         with torch.no_grad():
             # Drop the gradient along each decoder row: only its direction may change.
             w, g = p["W_dec"], p["W_dec"].grad
@@ -83,10 +94,11 @@ class TopKTrainer(Trainer):
             w /= w.norm(dim=1, keepdim=True).clamp_min(1e-8)
             self._record_firing(torch.bincount(idx[vals > 0], minlength=cfg.d_sae), len(x))
         self.step += 1
+        total_loss, total_sq, active = self.batch_sums(loss, sq_err, (vals > 0).sum())
         self.last_metrics = {
-            "loss": loss.item(),
-            "ev": 1.0 - fvu.item(),
-            "l0": float((vals > 0).sum(1).float().mean()),
+            "loss": total_loss,
+            "ev": 1.0 - total_sq / float(total_var),
+            "l0": active / (len(x) * world.size),
             "dead": len(dead) / cfg.d_sae,
         }
         return self.last_metrics

@@ -7,8 +7,25 @@ from typing import Any
 
 import torch
 
+from steer.distributed import World, all_reduce_sum
 from steer.training.checkpoint import CheckpointError, TrainState, put_adam, take_adam
 from steer.training.config import TrainConfig
+
+
+class Objective(torch.nn.Module):
+    """A trainer's parameters as one module whose forward is the trainer's loss, so that
+    torch's DistributedDataParallel can own them: under torchrun it averages their gradients
+    over the ranks during the backward pass (and checks every rank starts from the same
+    values)."""
+
+    def __init__(self, params: dict[str, torch.nn.Parameter], loss: Any):
+        super().__init__()
+        for name, param in params.items():
+            self.register_parameter(name, param)
+        self.loss = loss
+
+    def forward(self, *args: Any) -> Any:
+        return self.loss(*args)
 
 
 class Trainer:
@@ -17,14 +34,24 @@ class Trainer:
     clipping, dead-feature clocks, feature density, and an exact state to resume from.
 
     Parameters: W_enc [d_sae, d_in] (rows), W_dec [d_sae, d_in], b_enc, b_dec. Subclasses set
-    ``architecture`` and ``decoder_init_norm`` and implement ``train_step(raw) -> metrics``.
+    ``architecture`` and ``decoder_init_norm`` and implement ``train_step(raw) -> metrics``
+    and ``objective_loss`` (what :class:`Objective` runs).
+
+    Under torchrun (``world`` of several ranks) every rank holds the same state and trains
+    on its slice of each global batch: gradients are averaged by DistributedDataParallel,
+    and what depends on the whole batch (its variance, the features that fired, the
+    metrics) is summed over the ranks, so every rank takes the step one process would take
+    on the whole batch.
     """
 
     architecture = ""
     decoder_init_norm = 1.0
 
-    def __init__(self, cfg: TrainConfig, d_in: int, sample: torch.Tensor):
+    def __init__(
+        self, cfg: TrainConfig, d_in: int, sample: torch.Tensor, *, world: World | None = None
+    ):
         self.cfg, self.d_in = cfg, d_in
+        self.world = world = world or World()
         gen = torch.Generator().manual_seed(cfg.seed)
         self.scale = math.sqrt(d_in) / float(sample.norm(dim=-1).mean())
         w_dec = torch.randn(cfg.d_sae, d_in, generator=gen)
@@ -43,6 +70,30 @@ class Trainer:
         self.count_tokens = 0
         self.step = 0
         self.last_metrics: dict[str, float] = {}
+        self.objective: torch.nn.Module = Objective(self.params, self.objective_loss)
+        if world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.objective = DistributedDataParallel(self.objective)
+
+    def objective_loss(self, *args: Any) -> Any:
+        """The loss of one step on this rank's rows (run through :attr:`objective`)."""
+        raise NotImplementedError
+
+    def total_variance(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of squared deviations from the mean over the whole batch (all ranks' rows)."""
+        if not self.world.distributed:
+            return (x - x.mean(0)).pow(2).sum()
+        mean = all_reduce_sum(self.world, x.sum(0)) / (len(x) * self.world.size)
+        return all_reduce_sum(self.world, (x - mean).pow(2).sum())
+
+    def batch_sums(self, *values: torch.Tensor | float) -> list[float]:
+        """Scalars summed over the ranks (themselves in one process), in one all-reduce."""
+        packed = torch.tensor(
+            [float(v.detach()) if torch.is_tensor(v) else float(v) for v in values],
+            dtype=torch.float64,
+        )
+        return all_reduce_sum(self.world, packed).tolist()
 
     def lr_at(self, step: int) -> float:
         total = self.cfg.total_steps
@@ -61,7 +112,10 @@ class Trainer:
         self.opt.step()
 
     def _record_firing(self, fired: torch.Tensor, n_tokens: int) -> None:
-        """Dead-feature clocks and, over the last quarter of training, feature density."""
+        """Dead-feature clocks and, over the last quarter of training, feature density, from
+        this rank's firing counts summed over the ranks (the whole batch)."""
+        fired = all_reduce_sum(self.world, fired)
+        n_tokens *= self.world.size
         self.since_fired += n_tokens
         self.since_fired[fired > 0] = 0
         if self.step >= int(self.cfg.total_steps * 0.75):

@@ -239,7 +239,7 @@ def test_a_build_killed_before_its_first_flush_starts_again(tmp_path, tiny_model
 
     original = RunningIndex.update
 
-    def interrupted(self, ids, acts):
+    def interrupted(self, ids, acts, start=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(RunningIndex, "update", interrupted)
@@ -372,3 +372,22 @@ def test_an_old_pickled_resume_state_is_never_loaded(tmp_path, tiny_model):
         assert _table(rebuilt.path, sql) == _table(fresh.path, sql)
     torch.load(io.BytesIO(buf.getvalue()), weights_only=False)  # the control: a real attack
     assert marker.is_dir()
+
+
+def test_a_resume_state_from_before_top_windows_starts_over(tmp_path, tiny_model):
+    import safetensors.torch
+
+    fresh_dir = tmp_path / "fresh"
+    fresh_dir.mkdir()
+    *_, fresh = build_small_index(fresh_dir, tiny_model)
+    part_dir = tmp_path / "part"
+    part_dir.mkdir()
+    work = _partial(part_dir, tiny_model)
+    ((blob, _),) = _table(work, "SELECT value, state_json FROM resume")
+    tensors = safetensors.torch.load(blob)
+    del tensors["top_window"]  # what an older steer saved
+    _set_resume(work, safetensors.torch.save(tensors))
+    *_, rebuilt = build_small_index(part_dir, tiny_model)
+    assert rebuilt.status == "built"  # started over: old slots cannot say their windows
+    for sql in ALL_ROWS:
+        assert _table(rebuilt.path, sql) == _table(fresh.path, sql)
