@@ -79,11 +79,15 @@ def _pinpoint(path: Path) -> str:
     from steer.plugins.manager import get_plugin_manager
     from steer.plugins.registry import registry
     from steer.sae import read_sae_config
+    from steer.sae.config import BUILTIN_CHECKS
+    from steer.sae.configs import architecture_class
     from steer.sae.sources import resolve_sae_path, sae_overrides
+    from steer.steering.remote import check_remote_model, check_remote_sae
 
     recipe = load_pinpoint_recipe(path)
     pm = get_plugin_manager()
     registry(pm, ATTRIBUTION_METHODS).get(recipe.method, where="method")
+    check_remote_model(recipe)
     for i, spec in enumerate(recipe.saes):
         where = f"saes[{i}]"
         if spec.release is not None:
@@ -92,7 +96,9 @@ def _pinpoint(path: Path) -> str:
             find_release(spec.release, spec.sae_id, where=where)  # the names, without a download
         if not spec.remote:  # an SAE on the Hub is checked when it is downloaded
             overrides = sae_overrides(spec, where=where)
-            read_sae_config(resolve_sae_path(spec, where=where), pm=pm, overrides=overrides)
+            cfg = read_sae_config(resolve_sae_path(spec, where=where), pm=pm, overrides=overrides)
+            if recipe.remote and cfg.architecture not in BUILTIN_CHECKS:  # a plugin's class
+                check_remote_sae(recipe, i, architecture_class(cfg, pm, where=where))
     check_model_name(recipe.model)
     return f"{len(recipe.prompts)} prompts, {len(recipe.saes)} SAEs, method {recipe.method}"
 

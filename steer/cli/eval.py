@@ -10,7 +10,14 @@ from pathlib import Path
 
 import typer
 
-from steer.cli.common import debug_option, device_option, err_console, out_console, texts_option
+from steer.cli.common import (
+    about,
+    debug_option,
+    device_option,
+    err_console,
+    out_console,
+    texts_option,
+)
 from steer.errors import SteerError
 from steer.io import json_lines
 
@@ -79,8 +86,11 @@ def recipe_of(path: Path, max_new_tokens: int | None, seeds: int):
     """The recipe to evaluate, with ``--max-new-tokens`` applied; several seeds need one
     that samples."""
     from steer.steering.recipe import load_recipe
+    from steer.steering.remote import refuse_remote
 
     recipe = load_recipe(path)
+    with about(path):
+        refuse_remote(recipe, "steer eval")
     if max_new_tokens is not None:
         gen = recipe.generation.model_copy(update={"max_new_tokens": max_new_tokens})
         recipe = recipe.model_copy(update={"generation": gen})

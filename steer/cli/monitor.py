@@ -56,10 +56,12 @@ def score(
     from steer.plugins.manager import get_plugin_manager
     from steer.steering.attach import attach_saes, load_saes
     from steer.steering.recipe import load_recipe
+    from steer.steering.remote import refuse_remote
 
     recipe = load_recipe(recipe_path)
     pm = get_plugin_manager()
     with about(recipe_path):
+        refuse_remote(recipe, "steer monitor score")
         groups = watched_groups(recipe, pm)
     if out is not None:  # before the model loads
         from steer.io import check_writable

@@ -66,6 +66,7 @@ def serve(
     with per-request steering in the `steer` field of the body."""
     from steer.serve.state import Limits
     from steer.steering.recipe import load_recipe
+    from steer.steering.remote import refuse_remote
 
     if replicas > 1 and not ray:
         raise SteerError("--replicas needs --ray")
@@ -76,6 +77,8 @@ def serve(
             f"serving on {host} without --api-key: anyone who can reach it can use it",
         )
     recipe = load_recipe(recipe_path)
+    with about(recipe_path):
+        refuse_remote(recipe, "steer serve")
     limits = Limits(
         api_key=api_key or None, max_body_bytes=max_body, max_tokens=max_tokens, timeout_s=timeout
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -81,6 +81,9 @@ class LoadedModel:
     hf: Any
     tokenizer: Any
     device: str = "cpu"
+    # Where traces run: False here; "local", True or a URL through nnsight's remote backend
+    # (steer.model.remote). A model loaded without weights runs only remotely.
+    remote: bool | str = False
 
     def __post_init__(self) -> None:
         tok = self.tokenizer
@@ -147,13 +150,24 @@ def load_model(
     device: str | None = None,
     dtype: str | None = None,
     device_map: str | None = None,
+    remote: bool | str = False,
 ) -> LoadedModel:
     """Load a model by name: the bundled ``smollm2-135m-instruct``, a ``.gguf`` file, a local
     HF folder, or a Hugging Face id (the last needs network the first time).
 
     ``device_map`` (``"auto"``) spreads a Hugging Face model over the machine's GPUs (and CPU)
     with accelerate instead of putting it on ``device``; inputs then go to its first device.
+    ``remote`` (see :mod:`steer.model.remote`): ``"local"`` loads the model as usual and runs
+    its traces through nnsight's remote path; ``True`` or a server URL loads no weights at all.
     """
+    from steer.model.remote import load_remote_model, sends_requests
+
+    if sends_requests(remote):
+        return load_remote_model(spec, remote)
+    if remote:
+        return replace(
+            load_model(spec, device=device, dtype=dtype, device_map=device_map), remote=remote
+        )
     torch_dtype = _parse_dtype(dtype)
     if device_map is not None:
         return _load_mapped(spec, device_map, torch_dtype)

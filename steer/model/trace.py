@@ -12,6 +12,11 @@ transformers 5).
 Traces that only read run under ``inference_mode`` (nnsight traces with autograd on otherwise,
 1.5-2.4x slower). nnsight re-reads a traced ``with`` block from source, so each one starts on
 its own line and the nesting below is deliberate.
+
+A model whose ``remote`` is set (:mod:`steer.model.remote`) runs the traces below through
+nnsight's remote backend. Their bodies name envoys and plain values, never the
+``LoadedModel`` (it does not pickle), and return what they read as saved locals of the body:
+that is all a server sends back.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from typing import Any
 import torch
 
 from steer.errors import SteerError
+from steer.model.blockedit import edit_sites
 from steer.model.layouts import check_site, layout_of
+from steer.model.remote import shipped
 from steer.model.sites import Hook
 
 # HF module path -> the name steer uses, for every model family steer knows. A key that does
@@ -49,7 +56,12 @@ def wrap(hf: Any, tokenizer: Any) -> Any:
     _before_nnsight()
     from nnsight import TransformersModel
 
-    return TransformersModel(hf, tokenizer=tokenizer, task="text-generation", rename=ALIASES)
+    # A model with no weights here (it runs on a server): its pipeline must not move it.
+    first = next(hf.parameters(), None)
+    meta = {"device": "meta"} if first is not None and first.is_meta else {}
+    return TransformersModel(
+        hf, tokenizer=tokenizer, task="text-generation", rename=ALIASES, **meta
+    )
 
 
 def _before_nnsight() -> None:
@@ -107,7 +119,9 @@ def block_device(model: Any, layer: int) -> torch.device:
     ``device_map``, that block's GPU (an SAE at the block goes there)."""
     module = model.hf.get_submodule(block_path(model, layer))
     first = next(module.parameters(), None)
-    return first.device if first is not None else torch.device(model.device)
+    if first is None or first.is_meta:  # no weights here (a remote model): the CPU
+        return torch.device(model.device)
+    return first.device
 
 
 def final_norm_weight(model: Any) -> torch.Tensor | None:
@@ -128,8 +142,8 @@ def layer_output(model: Any, layer: int | Hook, ids: torch.Tensor) -> torch.Tens
     if isinstance(layer, Hook):
         return site_output(model, layer, ids)
     envoy = _block(model, layer)
-    with torch.inference_mode():  # noqa: SIM117 - nnsight needs each traced `with` on its own line
-        with model.lm.trace(ids.long()) as tracer:
+    with shipped(model.remote) as where, torch.inference_mode():  # noqa: SIM117 - see above
+        with model.lm.trace(ids.long(), **where) as tracer:
             hidden = envoy.output.save()
             tracer.stop()
     return hidden.float()
@@ -142,18 +156,6 @@ def _site(model: Any, layer: int | Hook) -> tuple[Hook, Any]:
     return hook, None if hook.kind == "resid_post" else layout_of(model.hf.config)
 
 
-def _recorder() -> tuple[dict[str, torch.Tensor], Any]:
-    """``(found, record)``: an :func:`edit_block` callback that saves the value it is given
-    (under ``found["value"]``) and leaves it unchanged."""
-    found: dict[str, torch.Tensor] = {}
-
-    def record(_hook: Hook, value: torch.Tensor) -> torch.Tensor:
-        found["value"] = value.save()
-        return value
-
-    return found, record
-
-
 def site_output(model: Any, hook: Hook, ids: torch.Tensor) -> torch.Tensor:
     """The value at ``hook`` for ``ids`` ``[B, T]``: ``[B, T, width]`` float32. The forward
     pass stops right after the block. A site the model does not have is a SteerError."""
@@ -161,14 +163,15 @@ def site_output(model: Any, hook: Hook, ids: torch.Tensor) -> torch.Tensor:
     if hook.kind == "resid_post":
         return layer_output(model, hook.layer, ids)
     hook, layout = _site(model, hook)
-    found, record = _recorder()
-
-    with torch.inference_mode():  # noqa: SIM117 - nnsight needs each traced `with` on its own line
-        with model.lm.trace(ids.long()) as tracer:
-            edit_block(model, layout, hook.layer, [hook], record)
-            _ = _block(model, hook.layer).output
+    block = _block(model, hook.layer)
+    with shipped(model.remote) as where, torch.inference_mode():  # noqa: SIM117 - see above
+        with model.lm.trace(ids.long(), **where) as tracer:
+            seen = {}  # the value at the site, as the site's editor sees it (left unchanged)
+            edit_sites(block, layout, [hook], lambda _hook, value: seen.setdefault("v", value))
+            seen = seen.save()
+            _ = block.output
             tracer.stop()
-    return found["value"].float()
+    return seen["v"].float()
 
 
 def sites_output(model: Any, hooks: Sequence[Hook], ids: torch.Tensor) -> list[torch.Tensor]:
@@ -194,68 +197,8 @@ def sites_output(model: Any, hooks: Sequence[Hook], ids: torch.Tensor) -> list[t
 
 
 def edit_block(model: Any, layout: Any, layer: int, hooks: Sequence[Hook], fn: Any) -> None:
-    """Inside a trace: read the sites ``hooks`` of block ``layer`` in forward order and write
-    back what ``fn(hook, value)`` returns (nothing when it returns ``value`` itself).
-
-    ``resid_pre`` is the block's input, ``z`` the input of the attention's output projection,
-    ``mlp_in`` the MLP's input,
-    ``attn_out`` / ``mlp_out`` the output of the module whose result is added to the residual
-    stream (:mod:`steer.model.layouts`), ``resid_post`` the block's output. ``resid_mid`` is
-    ``resid_pre + attn_out``; a change to it is written by adding it to the attention's
-    contribution, so it reaches both the MLP and the residual stream carried past it.
-    """
-    block = _block(model, layer)
-    kinds = {hook.kind: hook for hook in hooks}
-    pre = None
-    if "resid_pre" in kinds:
-        pre = _edit_input(block, lambda v: fn(kinds["resid_pre"], v))
-    elif "resid_mid" in kinds:
-        pre = block.input
-    if "z" in kinds:
-        _edit_input(_sub(block, layout.z), lambda v: fn(kinds["z"], v))
-    if "attn_out" in kinds or "resid_mid" in kinds:
-
-        def attention(attn: torch.Tensor) -> torch.Tensor:
-            new = fn(kinds["attn_out"], attn) if "attn_out" in kinds else attn
-            if "resid_mid" in kinds:
-                mid = pre + new
-                edited = fn(kinds["resid_mid"], mid)
-                if edited is not mid:
-                    new = new + (edited - mid)
-            return new
-
-        _edit_output(_sub(block, layout.attn_out), attention)
-    if "mlp_in" in kinds:
-        _edit_input(_sub(block, layout.mlp), lambda v: fn(kinds["mlp_in"], v))
-    if "mlp_out" in kinds:
-        _edit_output(_sub(block, layout.mlp_out), lambda v: fn(kinds["mlp_out"], v))
-    if "resid_post" in kinds:
-        _edit_output(block, lambda v: fn(kinds["resid_post"], v))
-
-
-def _sub(block: Any, path: str) -> Any:
-    for part in path.split("."):
-        block = getattr(block, part)
-    return block
-
-
-def _edit_input(envoy: Any, change: Any) -> torch.Tensor:
-    """Replace a module's (first) input by ``change(input)``; returns the input it now gets."""
-    value = envoy.input
-    new = change(value)
-    if new is not value:
-        envoy.input = new
-    return new
-
-
-def _edit_output(envoy: Any, change: Any) -> None:
-    """Replace a module's output by ``change(output)``; a module that returns a tuple
-    (attention: output and weights) has its first element replaced."""
-    out = envoy.output
-    value = out[0] if isinstance(out, tuple) else out
-    new = change(value)
-    if new is not value:
-        envoy.output = (new, *out[1:]) if isinstance(out, tuple) else new
+    """Inside a trace: :func:`~steer.model.blockedit.edit_sites` on block ``layer``."""
+    edit_sites(_block(model, layer), layout, hooks, fn)
 
 
 def clean_run(
@@ -264,13 +207,14 @@ def clean_run(
     """``(hidden [B, T, d], logits [B, T, vocab])``, both float32: block ``layer``'s output (or
     a :class:`Hook`'s value) and the model's logits, from one full forward pass."""
     hook, layout = _site(model, layer)
-    found, record = _recorder()
-
-    with torch.inference_mode():  # noqa: SIM117 - nnsight needs the traced `with` on its own line
-        with model.lm.trace(ids):
-            edit_block(model, layout, hook.layer, [hook], record)
-            logits = model.lm.output.logits.save()
-    return found["value"].float(), logits.float()
+    block, lm = _block(model, hook.layer), model.lm
+    with shipped(model.remote) as where, torch.inference_mode():  # noqa: SIM117 - see above
+        with lm.trace(ids, **where):
+            seen = {}
+            edit_sites(block, layout, [hook], lambda _hook, value: seen.setdefault("v", value))
+            seen = seen.save()
+            logits = lm.output.logits.save()
+    return seen["v"].float(), logits.float()
 
 
 def patched_logits(
@@ -279,14 +223,15 @@ def patched_logits(
     """Logits ``[B, T, vocab]`` (float32) with block ``layer``'s output (or a :class:`Hook`'s
     value) replaced by ``new``."""
     hook, layout = _site(model, layer)
+    block, lm = _block(model, hook.layer), model.lm
 
     def replace(_hook: Hook, value: torch.Tensor) -> torch.Tensor:
-        return new.to(value.dtype)
+        return new.to(value.device, value.dtype)  # a server's GPU, for a remote model
 
-    with torch.inference_mode():  # noqa: SIM117 - nnsight needs the traced `with` on its own line
-        with model.lm.trace(ids):
-            edit_block(model, layout, hook.layer, [hook], replace)
-            logits = model.lm.output.logits.save()
+    with shipped(model.remote) as where, torch.inference_mode():  # noqa: SIM117 - see above
+        with lm.trace(ids, **where):
+            edit_sites(block, layout, [hook], replace)
+            logits = lm.output.logits.save()
     return logits.float()
 
 
@@ -297,13 +242,42 @@ def last_logits(model: Any, layer: int, ids: torch.Tensor, new: torch.Tensor) ->
     ``logits_to_keep=1`` makes the model apply its unembedding to the last position only (on
     SmolLM2 the 49k-wide unembedding is ~20 % of a forward). Autograd stays as the caller has
     it: pinpoint's attribution runs this under ``enable_grad`` and calls ``backward`` on the
-    result, its verification under ``inference_mode``.
+    result, its verification under ``inference_mode``. On a remote model the backward is a
+    second trace, sent when autograd reaches it (:class:`_RemoteLastLogits`).
     """
-    envoy = _block(model, layer)
-    with model.lm.trace(ids, logits_to_keep=1):
-        envoy.output = new
-        logits = model.lm.output.logits.save()
+    if model.remote and torch.is_grad_enabled() and new.requires_grad:
+        return _RemoteLastLogits.apply(new, model, layer, ids)
+    envoy, lm = _block(model, layer), model.lm
+    with shipped(model.remote) as where:  # noqa: SIM117 - nnsight re-reads the traced `with`
+        with lm.trace(ids, logits_to_keep=1, **where):
+            envoy.output = new.to(envoy.output.device)
+            logits = lm.output.logits.save()
     return logits
+
+
+class _RemoteLastLogits(torch.autograd.Function):
+    """:func:`last_logits` as one autograd step whose backward runs where the model does:
+    a remote trace returns tensors with no graph, so the gradient of the logits is sent back
+    with a second trace that backpropagates it to the replaced block output."""
+
+    @staticmethod
+    def forward(ctx: Any, new: torch.Tensor, model: Any, layer: int, ids: torch.Tensor) -> Any:
+        ctx.model, ctx.layer, ctx.ids = model, layer, ids
+        ctx.save_for_backward(new)
+        return last_logits(model, layer, ids, new)  # autograd is off in here
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> Any:
+        (new,) = ctx.saved_tensors
+        envoy, lm = _block(ctx.model, ctx.layer), ctx.model.lm
+        leaf = new.detach().requires_grad_(True)
+        with shipped(ctx.model.remote) as where, torch.enable_grad():  # noqa: SIM117 - see above
+            with lm.trace(ctx.ids, logits_to_keep=1, **where):
+                envoy.output = leaf.to(envoy.output.device)
+                logits = lm.output.logits
+                with logits.backward(grad.to(logits.device)):
+                    back = leaf.grad.save()
+        return back.to(new.device), None, None, None
 
 
 def _by_layer(model: Any, hooks: Sequence[Hook]) -> tuple[dict[int, list[Hook]], Any]:
@@ -324,6 +298,7 @@ def generate(
     hooks: Sequence[Hook] = (),
     edit: StepEdit | None = None,
     busy: Callable[[Hook, int], bool] | None = None,
+    seed: int | None = None,
 ) -> torch.Tensor:
     """One ``generate`` over a batch with ``edit`` applied at each of ``hooks`` on every step.
 
@@ -334,10 +309,11 @@ def generate(
     every forward pass (that is where callers count steps: a traced step loop that touches no
     module never sees the model advance and would wait forever). Returns the output ids
     ``[batch, prompt + new]``. A hook at a site the model does not have is a SteerError.
+    ``seed`` seeds torch where the model runs (a server, for a remote model) before it samples.
     """
     for hook in hooks:
         check_site(model.hf.config, hook)
-    lm = model.lm
+    lm, blocks = model.lm, _blocks(model)
     by_layer, layout = _by_layer(model, hooks)
 
     def step_edits(step: int) -> None:
@@ -346,20 +322,21 @@ def generate(
             active = [h for h in layer_hooks if busy is None or busy(h, step)]
             if active:
                 touched = True
-                edit_block(model, layout, layer, active, lambda h, v: edit(h, step, v))
+                edit_sites(blocks[layer], layout, active, lambda h, v: edit(h, step, v))
         if not touched:
             # A step that reads no module is not tied to the model's own steps: nnsight would
             # run the loop on without waiting for them, forever. Reading one keeps it in step.
-            first = next(iter(by_layer))
-            _ = _block(model, first).output
+            _ = blocks[next(iter(by_layer))].output
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), shipped(model.remote) as where:
         # An open-ended step loop leaves one request parked past the last token; nnsight
         # reports that as a warning although it is the expected way to end.
         warnings.filterwarnings("ignore", message=".*was never reached")
         with torch.inference_mode():  # noqa: SIM117 - nnsight re-reads the traced `with` block
-            with lm.generate(**gen_kwargs) as tracer:
+            with lm.generate(**gen_kwargs, **where) as tracer:
                 with tracer.invoke(enc):
+                    if seed is not None:
+                        torch.manual_seed(seed)
                     if by_layer and edit is not None:
                         for step in tracer.all():
                             step_edits(step)

@@ -20,6 +20,8 @@ from steer.io import read_yaml
 from steer.model import DEFAULT_MODEL
 from steer.schema import StrictModel, located, validate_schema
 from steer.steering.recipe import (
+    REMOTE_HELP,
+    RemoteTarget,
     SAESpec,
     resolve_sae_spec_path,
     strings_as_text_items,
@@ -78,6 +80,7 @@ class PinpointRecipe(StrictModel):
     """A whole pinpoint task."""
 
     model: str = DEFAULT_MODEL
+    remote: RemoteTarget = Field(False, description=REMOTE_HELP)
     saes: list[SAESpec] = Field(min_length=1)
     prompts: list[PinpointPrompt] = Field(
         min_length=1, description="Prompts; the metric reads the last position."

@@ -14,6 +14,7 @@ when ``neuron_baseline`` is on:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -122,6 +123,7 @@ class Pinpointer:
         from steer.model import load_model
         from steer.plugins.manager import get_plugin_manager
         from steer.steering.attach import attach_saes, load_saes
+        from steer.steering.remote import check_remote_model, check_remote_sae
 
         self.recipe = recipe
         self.pm = pm if pm is not None else get_plugin_manager()
@@ -129,9 +131,17 @@ class Pinpointer:
             recipe.method, where="method"
         )  # fail before the slow loads
         self.timing: dict[str, float] = {}
+        check_remote_model(recipe)  # before the slow loads, and before anything is sent
         t0 = time.perf_counter()
         saes = load_saes(recipe, pm=self.pm)  # reads only recipe.saes
-        self.model = model if model is not None else load_model(recipe.model, device=device)
+        for i, spec in enumerate(recipe.saes):
+            check_remote_sae(recipe, i, type(saes[spec.id][0]))
+        if model is None:
+            where = {"remote": recipe.remote} if recipe.remote else {}
+            model = load_model(recipe.model, device=device, **where)
+        elif recipe.remote and model.remote != recipe.remote:
+            model = dataclasses.replace(model, remote=recipe.remote)  # the caller's stays as it is
+        self.model = model
         self.saes = residual_layers(attach_saes(saes, self.model, recipe), recipe)
         self.timing["load_s"] = time.perf_counter() - t0
         self.metric: Metric = resolve_metric(recipe, self.model.tokenizer, model=recipe.model)

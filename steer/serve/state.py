@@ -50,7 +50,9 @@ def build_state(recipe, limits: Limits, *, device: str | None = None, model=None
     from steer.serve.engine import ServeEngine
     from steer.serve.steering import SteeringResolver
     from steer.steering.engine import Steerer
+    from steer.steering.remote import refuse_remote
 
+    refuse_remote(recipe, "steer serve")  # its step loop runs the model here
     pm = get_plugin_manager()
     steerer = Steerer(recipe, pm=pm, model=model, device=device)
     engine = ServeEngine(steerer, **engine_kw).start()

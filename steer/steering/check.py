@@ -12,12 +12,14 @@ from pathlib import Path
 from steer.errors import SteerError
 from steer.plugins.registry import registry
 from steer.sae import read_sae_config
-from steer.sae.config import agreed_site
+from steer.sae.config import BUILTIN_CHECKS, agreed_site
+from steer.sae.configs import architecture_class
 from steer.sae.labels import Label, load_labels, resolve_feature
 from steer.sae.sources import resolve_sae_path, sae_overrides
 from steer.steering.interventions import INTERVENTIONS
 from steer.steering.monitors import MONITORS, monitor_settings
 from steer.steering.recipe import InterventionSpec, MonitorSpec, Recipe, ResponseSpec
+from steer.steering.remote import check_remote, check_remote_sae
 
 
 def check_recipe(recipe: Recipe, pm) -> Recipe:
@@ -41,7 +43,10 @@ def check_recipe(recipe: Recipe, pm) -> Recipe:
         cfg = read_sae_config(folder, pm=pm, overrides=sae_overrides(spec, where=where))
         local[spec.id] = (folder, cfg.d_sae)
         agreed_site(cfg, site=spec.site, layer=spec.layer, where=where)
+        if recipe.remote and cfg.architecture not in BUILTIN_CHECKS:  # a plugin's class
+            check_remote_sae(recipe, i, architecture_class(cfg, pm, where=where))
     check_steps(recipe, pm)
+    check_remote(recipe, pm)  # what cannot run where `remote:` says, before anything is sent
     return resolve_features(with_monitor_settings(recipe, pm), local)
 
 

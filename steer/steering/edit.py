@@ -68,6 +68,8 @@ def edit_site(
     """
     if valid is not None and valid.device != hidden.device:
         valid = valid.to(hidden.device)  # with a device_map, the block may be on another GPU
+    if site.sae.device != hidden.device:
+        site.move_to(hidden.device)  # on a remote server (the SAE came as CPU tensors): once
     transcoder = site.write_hook is not None
     target = (
         hidden.new_zeros(*hidden.shape[:-1], site.sae.cfg.output_width) if transcoder else hidden

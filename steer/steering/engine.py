@@ -8,6 +8,7 @@ itself is :func:`steer.model.trace.generate`, the one place that calls nnsight.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from steer.steering.attach import attach_saes, load_saes, resolve_hub_features
 from steer.steering.edit import Readings, edit_hook, sites_by_hook
 from steer.steering.generation import (
     StepCounter,
+    count_steps,
     eos_ids,
     generate_plain,
     generation_kwargs,
@@ -34,6 +36,7 @@ from steer.steering.generation import (
 from steer.steering.live import EventCallback, LiveMonitor
 from steer.steering.plan import Site, build_sites
 from steer.steering.recipe import Recipe
+from steer.steering.remote import check_remote_sae
 from steer.steering.results import PromptResult, RunResults
 
 log = logging.getLogger(__name__)
@@ -73,11 +76,20 @@ class Steerer:
         self.timing["load_saes_s"] = time.perf_counter() - t0
         # SAEs from the Hub are only known once loaded: resolve their labels and ids now.
         self.recipe = recipe = resolve_hub_features(recipe, saes)
+        for i, spec in enumerate(recipe.saes):  # a Hub SAE's class is only known now
+            check_remote_sae(recipe, i, type(saes[spec.id][0]))
         t0 = time.perf_counter()
         if model is None:
+            where = {"remote": recipe.remote} if recipe.remote else {}
             model = load_model(
-                recipe.model, device=device, dtype=recipe.dtype, device_map=recipe.device_map
+                recipe.model,
+                device=device,
+                dtype=recipe.dtype,
+                device_map=recipe.device_map,
+                **where,
             )
+        elif recipe.remote and model.remote != recipe.remote:
+            model = dataclasses.replace(model, remote=recipe.remote)  # the caller's stays as it is
         self.model = model
         self.timing["load_model_s"] = time.perf_counter() - t0
         self.saes = attach_saes(saes, self.model, recipe)
@@ -207,7 +219,9 @@ def generate_steered(
     readings = monitor.readings if monitor is not None else Readings()
     kwargs = generation_kwargs(recipe, model)
     # Both run right after each forward pass: a step is counted, then its events are reported.
-    processors = [p for p in (StepCounter(on_step) if on_step else None, monitor) if p]
+    # A remote model's forward passes are on a server: its steps are counted when it is done.
+    counter = StepCounter(on_step) if on_step and not model.remote else None
+    processors = [p for p in (counter, monitor) if p]
     if processors:
         kwargs["logits_processor"] = LogitsProcessorList(processors)
     by_hook = sites_by_hook(sites)
@@ -221,7 +235,11 @@ def generate_steered(
         return edit_hook(by_hook[hook], hook, step, hidden, mask, readings)
 
     seed_generation(recipe)
-    return generate(model, enc, kwargs, hooks=list(by_hook), edit=edit, busy=busy)
+    seed = recipe.generation.seed
+    ids = generate(model, enc, kwargs, hooks=list(by_hook), edit=edit, busy=busy, seed=seed)
+    if on_step is not None and model.remote:
+        count_steps(on_step, enc, ids)
+    return ids
 
 
 def run_recipe(recipe: Recipe, **kwargs: Any) -> RunResults:

@@ -11,6 +11,7 @@ import torch
 from transformers import LogitsProcessor
 
 from steer.model import LoadedModel
+from steer.model.trace import generate
 from steer.steering.recipe import Recipe
 
 
@@ -56,11 +57,25 @@ def generate_plain(
     on_step: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """The unsteered completion: plain transformers ``generate``, same seed and settings;
-    ``on_step(step)`` after every forward pass (see :class:`StepCounter`)."""
+    ``on_step(step)`` after every forward pass (see :class:`StepCounter`). A remote model
+    generates through an nnsight trace with no edits, and counts its steps when it is done."""
     seed_generation(recipe)
+    if model.remote:
+        seed = recipe.generation.seed
+        ids = generate(model, enc, generation_kwargs(recipe, model), seed=seed)
+        if on_step is not None:
+            count_steps(on_step, enc, ids)
+        return ids
     extra = {"logits_processor": [StepCounter(on_step)]} if on_step is not None else {}
     with torch.inference_mode():
         return model.hf.generate(**enc, **generation_kwargs(recipe, model), **extra)
+
+
+def count_steps(on_step: Callable[[int], None], enc: dict[str, torch.Tensor], ids: torch.Tensor):
+    """``on_step`` for each step of a finished generation (a remote one: its steps could not be
+    counted as they ran)."""
+    for step in range(ids.shape[1] - enc["input_ids"].shape[1]):
+        on_step(step)
 
 
 class StepCounter(LogitsProcessor):

@@ -94,6 +94,23 @@ class Site:
             active_at(w.positions, step) for w in self.watches
         )
 
+    def move_to(self, device: torch.device) -> None:
+        """Move the SAE and this batch's index tensors to ``device``. A trace sent to a remote
+        server carries them as the CPU tensors they were here; the model there is on its GPU."""
+        self.sae = self.sae.to(device)
+        self.features = self.features.to(device)
+        if self.decoder is not None:
+            self.decoder = self.decoder.to(device)
+        for op in self.operations:
+            op.cols = op.cols.to(device)
+            op.rows = op.rows.to(device) if op.rows is not None else None
+        for watch in self.watches:
+            watch.features = watch.features.to(device)
+            watch.rows = watch.rows.to(device) if watch.rows is not None else None
+            if watch.response is not None:
+                watch.response.features = watch.response.features.to(device)
+                watch.response.decoder = watch.response.decoder.to(device)
+
 
 @dataclass(frozen=True)
 class RowSteps:

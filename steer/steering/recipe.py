@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, PlainValidator, field_validator, model_v
 
 from steer.io import read_yaml
 from steer.model import DEFAULT_MODEL
+from steer.model.remote import parse_remote
 from steer.schema import StrictModel, located, validate_schema
 
 Positions = Literal["prompt", "generated", "all"]
@@ -34,6 +35,15 @@ def _feature_ref(value: Any) -> int | str:
 # A feature id, or the name of a feature in the labels.json beside the SAE; labels become ids
 # when the recipe is checked against its SAEs (steer.steering.check.resolve_features).
 FeatureRef = Annotated[int | str, PlainValidator(_feature_ref, json_schema_input_type=int | str)]
+
+# Where a recipe's traces run (steer.model.remote): false, true (NDIF), "local" or a URL.
+RemoteTarget = Annotated[
+    bool | str, PlainValidator(parse_remote, json_schema_input_type=bool | str)
+]
+REMOTE_HELP = (
+    "Run the traces through nnsight's remote backend: true (the configured NDIF host), a server "
+    "URL, or local (serialised as if sent, run here)."
+)
 
 
 class SAESpec(StrictModel):
@@ -202,6 +212,7 @@ class Recipe(StrictModel):
     device_map: Literal["auto"] | None = Field(
         None, description="Spread a Hugging Face model over the GPUs (accelerate's device_map)."
     )
+    remote: RemoteTarget = Field(False, description=REMOTE_HELP)
     saes: list[SAESpec] = Field(default_factory=list)
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     prompts: list[PromptSpec] = Field(min_length=1)
