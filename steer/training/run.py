@@ -75,6 +75,19 @@ def default_dir(kind: str, cfg: TrainConfig) -> Path:
     return cache_dir() / kind / f"{Path(cfg.out).name}-{run_key(cfg)}"
 
 
+def training_windows(cfg: TrainConfig, tokenizer: Any) -> torch.Tensor:
+    """The token windows a run of ``cfg`` collects: its sources mixed by their weights, cut
+    and drawn with its seed (the same windows for every layer and every process)."""
+    return build_windows(
+        tokenizer,
+        cfg.sources(),
+        ctx_len=cfg.ctx_len,
+        n_tokens=cfg.tokens.collect,
+        weights=cfg.weights(),
+        seed=cfg.seed,
+    )
+
+
 def collect_activations(
     cfg: TrainConfig,
     model: Any,
@@ -87,14 +100,7 @@ def collect_activations(
     ``progress(done, total, stats)`` is called as windows are processed. Under torchrun
     (``world`` of several ranks) the ranks share the forward passes and build the same cache
     (:mod:`steer.training.shards`)."""
-    windows = build_windows(
-        model.tokenizer,
-        cfg.sources(),
-        ctx_len=cfg.ctx_len,
-        n_tokens=cfg.tokens.collect,
-        weights=cfg.weights(),
-        seed=cfg.seed,
-    )
+    windows = training_windows(cfg, model.tokenizer)
     cache_path = Path(cfg.cache_dir) if cfg.cache_dir else default_dir("activations", cfg)
     if world is not None and world.distributed:
         (cache,) = build_activation_caches(

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from steer.distributed import World, barrier
+from steer.errors import SteerError
 from steer.io import atomic_write_text
 from steer.model.layouts import site_width
 from steer.model.positions import (
@@ -191,7 +192,8 @@ def _merge(
                 np.load(folder / "norms.npy", mmap_mode="r"),
             )
         )
-        assert sources[-1][1].shape == (n,)  # written by _collect_share for these windows
+        if sources[-1][1].shape != (n,):  # another run's shard: never merge it in
+            raise SteerError(f"shard of rank {rank} does not fit these windows", where=str(folder))
     acts = np.lib.format.open_memmap(
         path / "acts.npy", mode="w+", dtype=np.float16, shape=(windows.numel(), width)
     )

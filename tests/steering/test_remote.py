@@ -205,14 +205,8 @@ def test_what_cannot_run_remotely_is_refused_by_name(
     tmp_path, capsys, monkeypatch, sae_dir, tiny_model, pm, extra, message
 ):
     data = {"saes": [{"id": "s", "path": str(sae_dir)}], "prompts": ["hi"], **extra}
-    path = _write(tmp_path, data)
-    code, _, err = call(["check", path], capsys)
-    assert_one_line_error(code, err)
-    assert err.strip() == f"error: {path}: {message}"
-    refuse_sending(monkeypatch)
-    with pytest.raises(SteerError) as info:
-        Steerer(parse_recipe(data), pm=pm, model=tiny_model).run()
-    assert str(info.value) == message
+    _refused(tmp_path, capsys, monkeypatch, data, message,
+             lambda: Steerer(parse_recipe(data), pm=pm, model=tiny_model).run())  # fmt: skip
 
 
 def test_a_remote_pinpoint_needs_a_hub_model(tmp_path, capsys, monkeypatch, sae_dir, tiny_model):
@@ -222,13 +216,20 @@ def test_a_remote_pinpoint_needs_a_hub_model(tmp_path, capsys, monkeypatch, sae_
         f"model: 'smollm2-135m-instruct' is the bundled GGUF model, which a remote server "
         f"cannot load: {MODEL_FIX}"
     )
+    _refused(tmp_path, capsys, monkeypatch, data, message,
+             lambda: Pinpointer(parse_pinpoint_recipe(data), model=tiny_model))  # fmt: skip
+
+
+def _refused(tmp_path, capsys, monkeypatch, data, message, start) -> None:
+    """``steer check`` and the Python API both refuse ``data`` with ``message``, before
+    anything is sent."""
     path = _write(tmp_path, data)
     code, _, err = call(["check", path], capsys)
     assert_one_line_error(code, err)
     assert err.strip() == f"error: {path}: {message}"
     refuse_sending(monkeypatch)
     with pytest.raises(SteerError) as info:
-        Pinpointer(parse_pinpoint_recipe(data), model=tiny_model)
+        start()
     assert str(info.value) == message
 
 
