@@ -13,7 +13,8 @@ Two concepts, three sources each (files under ``$STEER_CORPUS/labelled`` and
 
 Each set (at most ``--per-class`` texts per class, seeded) is written as a labelled JSONL
 under ``--work`` (the input of ``steer monitor eval``) and goes through SmolLM2 once (up to
-layer 12, shipped SAE); the pass is cached per set under ``--work/cache``. Then, per concept,
+layer 12, shipped SAE; ``--sae`` names another, at its own layer); the pass is cached per set
+under ``--work/cache``. Then, per concept,
 every detector kind of :mod:`steer.monitoring.detectors` is fitted leave-one-dataset-out
 (fit on two sets, test on the third) and on each set alone (tested on each other set) by
 :func:`steer.monitoring.transfer.cross_evaluate`: AUROC with a bootstrap CI, TPR and
@@ -53,6 +54,7 @@ PREVIOUS = {
     "toxicity": [1935, 2553, 2221, 6003],
     "harmful-requests": [3693, 2876, 4013, 4501, 3996, 4395],
 }
+SHIPPED = "smollm2-135m-res12-topk"
 CONCEPTS = {
     "toxicity": ("davidson", "toxigen", "hatecheck"),
     "harmful-requests": ("hh-redteam", "xstest", "advbench"),
@@ -176,7 +178,7 @@ def evaluate_concept(concept: str, encoded: dict, args) -> dict:
         fpr=args.fpr,
         n_boot=args.bootstrap,
         seed=args.seed,
-        single=True,
+        single=not args.no_single,
         l1=args.l1,
         progress=lambda label: print(f"  {concept}: fitting {label}", flush=True),
     )
@@ -275,13 +277,15 @@ def evaluate_all(encoded: dict, args) -> None:
         sizes = {n: [int(encoded[n].labels.sum()), int((~encoded[n].labels).sum())]
                  for n in CONCEPTS[concept]}  # fmt: skip
         res["sizes"] = sizes
-        res["previous_group"] = {"features": PREVIOUS[concept],
-                                 "test": previous_group(concept, encoded, args)}  # fmt: skip
+        if args.sae == SHIPPED:  # feature ids of the shipped SAE mean nothing in another
+            res["previous_group"] = {"features": PREVIOUS[concept],
+                                     "test": previous_group(concept, encoded, args)}  # fmt: skip
         if not args.no_recipes:
             res["shipped"] = ship_recipe(concept, encoded, res, args)
         result["concepts"][concept] = res
         print(f"\n{concept} (pos, neg per set: {sizes}):\n{res['table']}\n")
-        print(f"previously shipped group on each test half: {res['previous_group']['test']}")
+        if "previous_group" in res:
+            print(f"previously shipped group on each test half: {res['previous_group']['test']}")
         if "shipped" in res:
             print(f"wrote {res['shipped']['recipe']} ({res['shipped']['kind']})")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -292,7 +296,12 @@ def evaluate_all(encoded: dict, args) -> None:
 def parse_args() -> argparse.Namespace:
     """This script's command line."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sae", default="smollm2-135m-res12-topk")
+    ap.add_argument(
+        "--sae",
+        default=SHIPPED,
+        help="shipped SAE name or SAE folder (e.g. /work/family/L6/sae; give each its own "
+        "--work); the previous groups are judged only on the shipped SAE",
+    )
     ap.add_argument("--per-class", type=int, default=500, help="texts per class and set")
     ap.add_argument("--ctx-len", type=int, default=128)
     ap.add_argument("--batch", type=int, default=16)
@@ -303,6 +312,18 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--concepts", default=",".join(CONCEPTS))
     ap.add_argument("--work", default="/tmp/issue18")
     ap.add_argument("--out", default=None, help="results JSON (default: WORK/results.json)")
+    ap.add_argument(
+        "--sets",
+        default=None,
+        metavar="DIR",
+        help="read the sets from DIR/NAME.jsonl (e.g. an earlier run's WORK/sets) instead of "
+        "building them from the corpus; --per-class and --seed then do not apply",
+    )
+    ap.add_argument(
+        "--no-single",
+        action="store_true",
+        help="skip the rows fitted on one other set alone (about half the fitting time)",
+    )
     ap.add_argument("--encode-only", action="store_true", help="write and encode the sets only")
     ap.add_argument("--no-recipes", action="store_true", help="leave recipes/ alone")
     return ap.parse_args()
@@ -318,7 +339,10 @@ def main() -> None:
     encoded = {}
     for concept in args.concepts.split(","):
         for name in CONCEPTS[concept]:
-            path = write_set(name, work, args.per_class, args.seed)
+            if args.sets:  # written before: the same texts for every SAE
+                path = Path(args.sets) / f"{name}.jsonl"
+            else:
+                path = write_set(name, work, args.per_class, args.seed)
             encoded[name] = cached_encode(name, path, lm, sae, args)
     if args.encode_only:
         return

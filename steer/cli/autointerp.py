@@ -29,15 +29,11 @@ def register(app: typer.Typer) -> None:
 
 def open_feature(sae: str, feature: str, db: Path | None):
     """``(folder, index, feature id, labels)`` for a feature named by id or label."""
-    from steer.features.store import FeatureIndex, index_file
+    from steer.features.shipped_index import open_feature_index
     from steer.sae.labels import load_labels, resolve_feature
-    from steer.sae.sources import sae_folder
 
-    folder = sae_folder(sae)
-    if db is not None and not index_file(db).is_file():
-        raise SteerError("feature index not found (--db)", where=str(index_file(db)))
-    index = FeatureIndex.open(db if db is not None else folder, sae=sae)
-    index.check_sae(folder)
+    # A shipped SAE that ships no index gets one built on first use (in the steer cache).
+    folder, index = open_feature_index(sae, db)
     labels = load_labels(folder)
     ref = feature.strip()
     ref = int(ref) if ref.lstrip("-").isdigit() else ref

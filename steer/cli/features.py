@@ -108,17 +108,11 @@ def index(
 
 
 def _open_index(sae: str, db: Path | None):
-    """``(folder, index)`` for an SAE's feature index, checked against the SAE's weights."""
-    from steer.errors import SteerError
-    from steer.features.store import FeatureIndex, index_file
-    from steer.sae.sources import sae_folder
+    """``(folder, index)`` for an SAE's feature index, checked against the SAE's weights; a
+    shipped SAE that ships no index gets one built on first use, into the steer cache."""
+    from steer.features.shipped_index import open_feature_index
 
-    folder = sae_folder(sae)
-    if db is not None and not index_file(db).is_file():  # the index the user named
-        raise SteerError("feature index not found (--db)", where=str(index_file(db)))
-    index = FeatureIndex.open(db if db is not None else folder, sae=sae)
-    index.check_sae(folder)
-    return folder, index
+    return open_feature_index(sae, db)
 
 
 def _feature_ref(ref: str) -> int | str:

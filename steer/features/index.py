@@ -128,6 +128,7 @@ class IndexBuild:
         progress: bool,
         stop_after: int | None,
         world: World | None = None,
+        desc: str = "index",
     ):
         self.t0 = time.perf_counter()
         if top_k < 1 or context_tokens < 1 or samples < 0:
@@ -138,6 +139,7 @@ class IndexBuild:
         self.work = partial_path(self.db)
         self.batch_windows, self.flush_every = batch_windows, flush_every
         self.progress, self.stop_after = progress and world.is_main, stop_after
+        self.desc = desc  # the progress bar's name
         self.settings = {"top_k": top_k, "context_tokens": context_tokens, "samples": samples}
         self.want: dict[str, Any] = {}
         self.con: sqlite3.Connection | None = None
@@ -241,7 +243,7 @@ class IndexBuild:
         bar = tqdm(
             total=len(self.windows),
             initial=self.done,
-            desc="index",
+            desc=self.desc,
             unit="win",
             disable=not self.progress,
         )
@@ -341,6 +343,7 @@ def build_index(
     progress: bool = True,
     stop_after: int | None = None,
     world: World | None = None,
+    desc: str = "index",
 ) -> BuildResult:
     """Index ``sae`` (at its layer of ``model``) over the texts in ``data``.
 
@@ -349,7 +352,7 @@ def build_index(
     the index is complete; anything else is refused unless ``rebuild``. Each feature keeps
     ``samples`` quantile samples (0: none). ``stop_after`` ends the run at the first batch
     boundary after that many windows in total, leaving a partial index (for tests and for
-    splitting a long build).
+    splitting a long build). ``desc`` names the progress bar.
 
     Under ``torchrun`` (``world``, default :func:`steer.distributed.world`) every process calls
     this with the same arguments; they share the batches and rank 0 writes the index, equal to
@@ -372,6 +375,7 @@ def build_index(
         progress=progress,
         stop_after=stop_after,
         world=world,
+        desc=desc,
     )
     if build.up_to_date is not None:
         return build.up_to_date
