@@ -139,6 +139,8 @@ def setup_access_log(path: Path | None) -> None:
 
 def run_uvicorn(state, host: str, port: int) -> None:
     """Serve until interrupted; the engine stops with the server."""
+    import signal
+
     import uvicorn
 
     from steer.serve.app import create_app
@@ -161,10 +163,23 @@ def run_uvicorn(state, host: str, port: int) -> None:
                 )
 
     server.startup = announce
+    signals: list[int] = []
+    handle_exit = server.handle_exit
+
+    def record_signal(sig: int, frame: object) -> None:
+        signals.append(sig)
+        handle_exit(sig, frame)
+
+    # uvicorn re-raises a Ctrl-C after its graceful shutdown, but asyncio's runner may swallow
+    # it when the serving task is already finishing (exit 0, measured in CI); the shell's 130
+    # for Ctrl-C should not depend on that race.
+    server.handle_exit = record_signal
     try:
         server.run()
     finally:
         state.engine.stop()
+    if signal.SIGINT in signals:
+        raise KeyboardInterrupt
 
 
 def run_ray(
