@@ -22,7 +22,7 @@ import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -68,12 +68,17 @@ def build_activation_caches(
             _Shard(p / "shards" / tag, fp, batch_windows) for p, fp in zip(paths, fps, strict=True)
         ]
         width = [site_width(model.hf.config, h) for h in hooks]
-        _collect_share(model, hooks, windows, shards, width, world, batch_windows, progress)
+        # Which positions are candidates depends on the tokens alone: found once for every
+        # site, for this rank's share and for the merge.
+        special = torch.tensor(special_token_ids(model.tokenizer), dtype=torch.long)
+        counts = _candidate_counts(windows, special, batch_windows)
+        blocks = _Blocks(windows, batch_windows, special, counts)
+        _collect_share(model, hooks, blocks, shards, width, world, progress)
         barrier(world)
         if world.is_main:
             for hook, path, fp in zip(hooks, paths, fps, strict=True):
                 if not _complete(path, fp):
-                    _merge(model, hook, windows, path, fp, world, batch_windows, outlier_factor)
+                    _merge(model, hook, blocks, path, fp, world, outlier_factor)
                 shutil.rmtree(path / "shards", ignore_errors=True)
     barrier(world)
     return [ActivationCache(p) for p in paths]
@@ -133,20 +138,28 @@ def _candidate_counts(windows: torch.Tensor, special: torch.Tensor, batch_window
     ]
 
 
+class _Blocks(NamedTuple):
+    """The windows, cut into blocks of ``batch_windows``, with the special token ids and each
+    block's number of candidate positions."""
+
+    windows: torch.Tensor
+    batch_windows: int
+    special: torch.Tensor
+    counts: list[int]
+
+
 def _collect_share(
     model: Any,
     hooks: Sequence[Hook],
-    windows: torch.Tensor,
+    blocks: _Blocks,
     shards: Sequence[_Shard],
     width: Sequence[int],
     world: World,
-    batch_windows: int,
     progress: Progress | None,
 ) -> None:
     """Run this rank's blocks, appending each site's candidate rows to its shard."""
-    special = torch.tensor(special_token_ids(model.tokenizer), dtype=torch.long)
+    windows, batch_windows, special, counts = blocks
     mine = _blocks(len(windows), batch_windows, world)
-    counts = _candidate_counts(windows, special, batch_windows)
     my_counts = [counts[b0 // batch_windows] for b0 in mine]
     done = min(s.blocks_done() for s in shards)
     arrays = [
@@ -169,18 +182,10 @@ def _collect_share(
 
 
 def _merge(
-    model: Any,
-    hook: Hook,
-    windows: torch.Tensor,
-    path: Path,
-    fp: str,
-    world: World,
-    batch_windows: int,
-    outlier_factor: float,
+    model: Any, hook: Hook, blocks: _Blocks, path: Path, fp: str, world: World, factor: float
 ) -> None:
     """Rank 0: the shards of one site, filtered in window order, into its cache."""
-    special = torch.tensor(special_token_ids(model.tokenizer), dtype=torch.long)
-    counts = _candidate_counts(windows, special, batch_windows)
+    windows, batch_windows, special, counts = blocks
     width = site_width(model.hf.config, hook)
     sources, offsets = [], [0] * world.size
     for rank in range(world.size):
@@ -197,7 +202,7 @@ def _merge(
     acts = np.lib.format.open_memmap(
         path / "acts.npy", mode="w+", dtype=np.float16, shape=(windows.numel(), width)
     )
-    outliers, stats, row = OutlierFilter(outlier_factor), CollectStats(), 0
+    outliers, stats, row = OutlierFilter(factor), CollectStats(), 0
     for block, b0 in enumerate(range(0, len(windows), batch_windows)):
         rank, n = block % world.size, counts[block]
         rows, norms = sources[rank]
