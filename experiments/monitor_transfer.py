@@ -48,6 +48,7 @@ TRANSFER = LABELLED / "transfer"
 # stream, which monitors do not see): the shipped recipe takes the best of these.
 RECIPE_KINDS = ("group", "consistent", "sparse-token")
 RECIPE_TEMPLATE = "monitor_transfer_recipe.yaml.template"
+POOLED_KINDS = ("group", "consistent", "sparse", "dense")
 # The groups shipped before this study (experiments/monitor_safety.py: contrast on one
 # source, Davidson tweets or HH-RLHF vs Alpaca/Dolly), judged here on every set's test half.
 PREVIOUS = {
@@ -167,14 +168,39 @@ def cached_encode(name: str, path: Path, lm, sae, args):
     return enc
 
 
+def joint_encodings(works: list[str], names: list[str]) -> dict:
+    """Each set's encodings that earlier runs cached (one ``--work`` per SAE), joined side
+    by side (:func:`steer.monitoring.labelled.join_sites`): feature ``f`` of the i-th work's
+    SAE is column ``i * d_sae + f`` when the SAEs have one width."""
+    from steer.monitoring.labelled import EncodedSet, join_sites
+
+    out = {}
+    for name in names:
+        keys, parts = [], []
+        for work in works:
+            cache = Path(work) / "cache" / f"{name}.pt"
+            if not cache.is_file():
+                raise SystemExit(f"{cache}: not encoded; run with --work {work} first")
+            saved = torch.load(cache)
+            keys.append(tuple(saved["key"][:2]))  # the set file's sha256 and ctx_len
+            parts.append(EncodedSet(**saved["enc"]))
+        if len(set(keys)) > 1:
+            raise SystemExit(f"{name}: the --joint works encoded other files or ctx_len")
+        out[name] = join_sites(parts)
+    return out
+
+
 def evaluate_concept(concept: str, encoded: dict, args) -> dict:
     """Every detector kind, leave one dataset out, on one concept's sets; rows and table."""
+    from steer.monitoring.detectors import KINDS
     from steer.monitoring.transfer import cross_evaluate, table
 
     sets = {name: encoded[name] for name in CONCEPTS[concept]}
     t0 = time.perf_counter()
     rows = cross_evaluate(
         sets,
+        # Joined sites have no common tokens: the per-token kind cannot read them.
+        kinds=POOLED_KINDS if args.joint else KINDS,
         fpr=args.fpr,
         n_boot=args.bootstrap,
         seed=args.seed,
@@ -277,7 +303,9 @@ def evaluate_all(encoded: dict, args) -> None:
         sizes = {n: [int(encoded[n].labels.sum()), int((~encoded[n].labels).sum())]
                  for n in CONCEPTS[concept]}  # fmt: skip
         res["sizes"] = sizes
-        if args.sae == SHIPPED:  # feature ids of the shipped SAE mean nothing in another
+        if (
+            args.sae == SHIPPED and not args.joint
+        ):  # feature ids of the shipped SAE mean nothing in another
             res["previous_group"] = {"features": PREVIOUS[concept],
                                      "test": previous_group(concept, encoded, args)}  # fmt: skip
         if not args.no_recipes:
@@ -326,7 +354,18 @@ def parse_args() -> argparse.Namespace:
     )
     ap.add_argument("--encode-only", action="store_true", help="write and encode the sets only")
     ap.add_argument("--no-recipes", action="store_true", help="leave recipes/ alone")
-    return ap.parse_args()
+    ap.add_argument(
+        "--joint",
+        default=None,
+        metavar="WORK,WORK,...",
+        help="no model pass: join the encodings earlier runs cached under these --work folders "
+        "(one per SAE, e.g. one per layer) and fit the pooled kinds on all their features at "
+        "once (writes no recipe; --work takes the results)",
+    )
+    args = ap.parse_args()
+    if args.joint:
+        args.no_recipes = True  # a joint detector reads several SAEs: no monitor recipe has it
+    return args
 
 
 def main() -> None:
@@ -335,6 +374,10 @@ def main() -> None:
     from steer.sae.loading import load_sae_and_model
 
     work = Path(args.work)
+    if args.joint:
+        names = [n for c in args.concepts.split(",") for n in CONCEPTS[c]]
+        evaluate_all(joint_encodings(args.joint.split(","), names), args)
+        return
     _, sae, lm = load_sae_and_model(args.sae)
     encoded = {}
     for concept in args.concepts.split(","):

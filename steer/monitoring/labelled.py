@@ -234,3 +234,31 @@ def encode_labelled(
         tok_idx=cat(idx, torch.long),
         tok_val=cat(val, torch.float32),
     )
+
+
+def join_sites(sets: Sequence[EncodedSet]) -> EncodedSet:
+    """One set whose pooled rows read several SAEs (or layers) at once: the same texts
+    encoded at each site, ``sae_max`` and ``resid_mean`` side by side in the order given
+    (feature ``f`` of the second site is column ``d_sae_0 + f``). The token tables are left
+    empty: each site keeps its own positions (the outlier rule reads that site's norms), so
+    a per-token score across sites has no common token to read; only the pooled detector
+    kinds (group, consistent, sparse, dense) apply to the result."""
+    if not sets:
+        raise SteerError("joining sites needs at least one encoded set")
+    first = sets[0]
+    for i, other in enumerate(sets[1:], start=1):
+        if not torch.equal(other.labels, first.labels):
+            raise SteerError(
+                f"encoded set {i} holds other texts than set 0 ({len(other.labels)} labels "
+                f"against {len(first.labels)}, or in another order): join encodings of one file"
+            )
+    n = len(first.labels)
+    return EncodedSet(
+        labels=first.labels.clone(),
+        sae_max=torch.cat([s.sae_max for s in sets], dim=1),
+        resid_mean=torch.cat([s.resid_mean for s in sets], dim=1),
+        tok_ptr=torch.zeros(n + 1, dtype=torch.long),
+        tok_row=torch.zeros(0, dtype=torch.long),
+        tok_idx=torch.zeros(0, dtype=torch.long),
+        tok_val=torch.zeros(0, dtype=torch.float32),
+    )

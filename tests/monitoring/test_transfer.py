@@ -10,7 +10,7 @@ import torch
 
 from steer.errors import SteerError
 from steer.monitoring.detectors import fit_detector
-from steer.monitoring.labelled import EncodedSet, read_labelled
+from steer.monitoring.labelled import EncodedSet, join_sites, read_labelled
 from steer.monitoring.sparse import token_weights, train_sparse_probe
 from steer.monitoring.transfer import bootstrap_auroc, cross_evaluate, split_set, table
 
@@ -162,3 +162,32 @@ def test_a_subset_keeps_each_texts_tokens():
     assert sub.tok_ptr.tolist() == [0, 2, 3] and sub.tok_row.tolist() == [0, 1, 1, 2]
     assert sub.token_scores(w, 0.5).tolist() == [2.5, -4.5]
     assert enc.subset(torch.tensor([False, False, True])).token_scores(w).tolist() == [-5.0]
+
+
+def test_joined_sites_read_every_sites_features_side_by_side():
+    # Two "layers" over the same 4 texts: the signal is in feature 1 of the second site only.
+    labels = [1, 1, 0, 0]
+    first = encoded([[1, 0, 2], [0, 1, 2], [1, 0, 2], [0, 1, 2]], labels)
+    second = encoded([[0, 5], [0, 6], [1, 1], [2, 0]], labels)
+    joint = join_sites([first, second])
+    assert joint.sae_max.shape == (4, 5) and joint.resid_mean.shape == (4, 4)
+    assert torch.equal(joint.sae_max[:, 3:], second.sae_max)
+    assert torch.equal(joint.resid_mean[:, :2], first.resid_mean)
+    assert int(joint.tok_ptr[-1]) == 0 and len(joint.tok_row) == 0  # no common tokens
+    # A group fitted on the joint set finds the second site's feature, at its offset.
+    group = fit_detector("group", [joint])
+    assert group.features == [3 + 1]
+    scores = group.score(joint)
+    assert scores[:2].min() > scores[2:].max()
+    # Subsets keep working on the empty token tables (the cross-evaluation splits them).
+    half = joint.subset(torch.tensor([True, False, True, False]))
+    assert half.sae_max.shape == (2, 5) and half.tok_ptr.tolist() == [0, 0, 0]
+
+
+def test_joining_encodings_of_other_texts_is_one_line():
+    a = encoded([[1.0], [0.0]], [1, 0])
+    b = encoded([[1.0], [0.0], [0.0]], [1, 0, 0])
+    with pytest.raises(SteerError, match="encoded set 1 holds other texts than set 0"):
+        join_sites([a, b])
+    with pytest.raises(SteerError, match="at least one encoded set"):
+        join_sites([])
