@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--train-tokens", type=int, default=4_194_304, help="Per layer.")
     ap.add_argument("--d-sae", type=int, default=8192)
     ap.add_argument("--k", type=int, default=64)
+    ap.add_argument(
+        "--architecture",
+        choices=["topk", "batchtopk"],
+        default="topk",
+        help="batchtopk: the SAEs go to <work>/L<n>-batchtopk, trained on the same caches",
+    )
     ap.add_argument("--curve-points", type=int, default=8, help="Held-out EV checks per run.")
     ap.add_argument("--curve-tokens", type=int, default=16_384, help="Held-out tokens per check.")
     ap.add_argument("--eval-tokens", type=int, default=51_200)
@@ -57,22 +63,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def run_name(args: argparse.Namespace, layer: int) -> str:
+    """The layer's folder under ``--work`` for this architecture (the caches stay in
+    ``L<n>``, shared by every architecture)."""
+    return f"L{layer}" if args.architecture == "topk" else f"L{layer}-{args.architecture}"
+
+
 def layer_config(args: argparse.Namespace, layer: int):
     """The shipped SAE's recipe, moved to ``layer`` and the family's budgets and folders."""
     from steer.training.recipe import load_train_recipe
 
-    work = Path(args.work)
+    work, name = Path(args.work), run_name(args, layer)
     os.environ.setdefault("STEER_CORPUS", str(CORPUS))
     return load_train_recipe(
         RECIPE,
         {
             "layer": layer,
+            "architecture": args.architecture,
             "d_sae": args.d_sae,
             "k": args.k,
             "tokens": {"collect": args.collect_tokens, "train": args.train_tokens},
-            "out": str(work / f"L{layer}" / "sae"),
+            "out": str(work / name / "sae"),
             "cache_dir": str(work / f"L{layer}" / "activations"),
-            "checkpoint_dir": str(work / f"L{layer}" / "checkpoints"),
+            "checkpoint_dir": str(work / name / "checkpoints"),
             "metadata": {"trained_by": "experiments/train_sae_family.py"},
         },
     )
@@ -126,16 +139,23 @@ def held_out(args, model, layer: int) -> torch.Tensor:
 
 @torch.no_grad()
 def held_out_ev(trainer, rows: torch.Tensor) -> float:
-    """Explained variance of the trainer's current SAE on ``rows`` (TopK in its scaled space)."""
+    """Explained variance of the trainer's current SAE on ``rows``, in its scaled space, as
+    it trains: TopK per row; BatchTopK over each chunk of rows (its inference threshold
+    exists only from the last quarter of training on)."""
     p, k = trainer.params, trainer.cfg.k
     x = rows * trainer.scale
     err2 = 0.0
     for chunk in x.split(4096):
         pre = (chunk - p["b_dec"]) @ p["W_enc"].t() + p["b_enc"]
-        vals, idx = pre.topk(k, dim=1)
-        recon = torch.nn.functional.embedding_bag(
-            idx, p["W_dec"], per_sample_weights=vals.clamp_min(0), mode="sum"
-        )
+        if trainer.architecture == "batchtopk":
+            acts = pre.clamp_min(0)
+            cut = acts.flatten().topk(k * len(chunk)).values[-1]
+            recon = (acts * (acts >= cut)) @ p["W_dec"]
+        else:
+            vals, idx = pre.topk(k, dim=1)
+            recon = torch.nn.functional.embedding_bag(
+                idx, p["W_dec"], per_sample_weights=vals.clamp_min(0), mode="sum"
+            )
         err2 += float((recon + p["b_dec"] - chunk).double().pow(2).sum())
     return 1.0 - err2 / float((x - x.mean(0)).double().pow(2).sum())
 
@@ -148,7 +168,7 @@ def train(args, model, w, layer: int) -> None:
     cfg = layer_config(args, layer)
     if (Path(cfg.out) / "cfg.json").is_file():
         return
-    curve_file = Path(args.work) / f"curve-L{layer}.json"
+    curve_file = Path(args.work) / f"curve-{run_name(args, layer)}.json"
     curve = json.loads(curve_file.read_text()) if curve_file.is_file() else []
     rows = held_out(args, model, layer) if w.is_main else None
     run = TrainingRun(cfg, model=model)
@@ -169,7 +189,13 @@ def train(args, model, w, layer: int) -> None:
         run.save()
         dt = time.perf_counter() - t0
         steps = cfg.total_steps - start
-        record(args, f"train-L{layer}", seconds=dt, tokens=steps * cfg.batch_size, ranks=w.size)
+        record(
+            args,
+            f"train-{run_name(args, layer)}",
+            seconds=dt,
+            tokens=steps * cfg.batch_size,
+            ranks=w.size,
+        )
     barrier(w)
 
 
@@ -201,7 +227,7 @@ def evaluate(args, model, layer: int) -> None:
         f"--ce-tokens {args.ce_tokens} --json",
     }
     atomic_write_text(out / "eval.json", json.dumps(report, indent=2) + "\n")
-    curve_file = Path(args.work) / f"curve-L{layer}.json"
+    curve_file = Path(args.work) / f"curve-{run_name(args, layer)}.json"
     curve = json.loads(curve_file.read_text()) if curve_file.is_file() else []
     timings = json.loads((Path(args.work) / "timings.json").read_text())
     atomic_write_text(
@@ -214,7 +240,8 @@ def model_card(
 ) -> str:
     """Markdown for one SAE: data, tokens, hyper-parameters, held-out metrics, the EV curve."""
     data = "\n".join(f"| `{e.path.split('/')[-1]}` | {e.weight:g} |" for e in cfg.data)
-    train = timings.get(f"train-L{cfg.layer}", {})
+    suffix = "" if cfg.architecture == "topk" else f"-{cfg.architecture}"
+    train = timings.get(f"train-L{cfg.layer}{suffix}", {})
     collected = timings.get("collect", {}).get("tokens", cfg.tokens.collect)
     kept = json.loads((Path(cfg.out) / "cfg.json").read_text())["metadata"]["unique_tokens"]
     rows = "\n".join(
@@ -222,7 +249,16 @@ def model_card(
         for p in curve
     )
     m = metrics
-    return f"""# SmolLM2-135M-Instruct, residual stream after block {cfg.layer}: TopK SAE
+    if cfg.architecture == "batchtopk":
+        title = "BatchTopK SAE (saved as JumpReLU)"
+        arch = (
+            f"BatchTopK (the batch's {cfg.k} x batch largest activations; AuxK loss, unit-norm "
+            "decoder rows), saved as JumpReLU with one threshold: the mean batch cut-off of the "
+            "last quarter of training"
+        )
+    else:
+        title, arch = "TopK SAE", f"TopK (AuxK loss, unit-norm decoder rows), k = {cfg.k}"
+    return f"""# SmolLM2-135M-Instruct, residual stream after block {cfg.layer}: {title}
 
 A sparse autoencoder of the `steer` SmolLM2 family (`experiments/train_sae_family.py`),
 SAELens format (`cfg.json`, `sae_weights.safetensors` stored as float16, computed in float32).
@@ -233,7 +269,7 @@ SAELens format (`cfg.json`, `sae_weights.safetensors` stored as float16, compute
 |---|---|
 | model | `{cfg.model}` |
 | site | `blocks.{cfg.layer}.hook_resid_post` |
-| architecture | TopK (AuxK loss, unit-norm decoder rows), k = {cfg.k} |
+| architecture | {arch} |
 | features (d_sae) | {cfg.d_sae:,} |
 | tokens collected | {collected:,} in windows of {cfg.ctx_len} ({kept:,} positions kept) |
 | tokens trained on | {cfg.total_steps * cfg.batch_size:,} ({cfg.total_steps:,} steps of {cfg.batch_size:,}) |

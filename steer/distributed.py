@@ -121,6 +121,18 @@ def all_reduce_sum(w: World, tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_gather_cat(w: World, tensor: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``tensor`` (one shape on every rank) joined along dim 0, in rank order
+    (``tensor`` itself in one process)."""
+    if not w.distributed:
+        return tensor
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(tensor) for _ in range(w.size)]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)
+
+
 def all_gather_objects(w: World, obj: Any) -> list[Any]:
     """Every rank's ``obj``, in rank order, on every rank (``[obj]`` in one process)."""
     if not w.distributed:

@@ -43,7 +43,8 @@ def train(
     debug: bool = debug_option(),
     **settings: Any,
 ) -> None:
-    """Train an SAE (topk or standard) from a YAML recipe or flags (checkpoints; --resume).
+    """Train an SAE (topk, batchtopk or standard) from a YAML recipe or flags (checkpoints;
+    --resume).
 
     Under ``torchrun`` the processes share the collection and split every batch (DDP); rank 0
     writes the checkpoints and the SAE, which equals the one a single process trains.

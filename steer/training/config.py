@@ -5,9 +5,9 @@ every steer schema), what the trainer reads, and where ``steer train``'s flags a
 come from (:func:`flag_fields`): a setting's type, default, bounds and description are written
 here and nowhere else.
 
-Settings that belong to one architecture say so (:func:`owner`): ``k``, ``k_aux`` and
-``auxk_coef`` are ``topk``'s, ``l1_*`` and ``resample_*`` are ``standard``'s; giving one to the
-other architecture is an error.
+Settings that belong to some architectures say so (:func:`owner`): ``k``, ``k_aux`` and
+``auxk_coef`` are ``topk``'s and ``batchtopk``'s, ``l1_*`` and ``resample_*`` are
+``standard``'s; giving one to another architecture is an error.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from steer.model import DEFAULT_MODEL
 from steer.model.sites import Hook
 from steer.schema import StrictModel, located
 
-ARCHITECTURES = ("topk", "standard")
+ARCHITECTURES = ("topk", "batchtopk", "standard")
+TOPK_FAMILY = ("topk", "batchtopk")  # the architectures that read k, k_aux and auxk_coef
 
 
 def _yaml_float(value: Any) -> Any:
@@ -39,10 +40,10 @@ def _yaml_float(value: Any) -> Any:
 Float = Annotated[float, BeforeValidator(_yaml_float)]
 
 
-def _setting(default: Any, description: str, *, flag: str | None = None, only: str | None = None,
-             **bounds: Any) -> Any:  # fmt: skip
+def _setting(default: Any, description: str, *, flag: str | None = None,
+             only: tuple[str, ...] | None = None, **bounds: Any) -> Any:  # fmt: skip
     """A declared setting: ``flag`` makes it a ``steer train --FLAG`` option, ``only`` ties it
-    to one architecture."""
+    to those architectures."""
     extra = {k: v for k, v in (("flag", flag), ("only", only)) if v is not None}
     return Field(default, description=description, json_schema_extra=extra or None, **bounds)
 
@@ -99,30 +100,35 @@ class TrainConfig(StrictModel):
             flag="site",
         )
     )
-    architecture: Literal["topk", "standard"] = _setting(
-        "topk", "SAE architecture: topk or standard (ReLU + L1).", flag="architecture"
+    architecture: Literal["topk", "batchtopk", "standard"] = _setting(
+        "topk",
+        "SAE architecture: topk, batchtopk (k per token on average; saved as JumpReLU) or "
+        "standard (ReLU + L1).",
+        flag="architecture",
     )
     d_sae: int = _setting(4608, "Number of features.", flag="d-sae", ge=1)
-    k: int = _setting(32, "Active features per token.", flag="k", only="topk", ge=1)
-    k_aux: int | None = _setting(
-        None, "Dead latents in the AuxK loss (default: d_in // 2).", only="topk", ge=1
+    k: int = _setting(
+        32, "Active features per token (batchtopk: on average).", flag="k", only=TOPK_FAMILY, ge=1
     )
-    auxk_coef: Float = _setting(1 / 32, "Weight of the AuxK loss.", only="topk", ge=0)
+    k_aux: int | None = _setting(
+        None, "Dead latents in the AuxK loss (default: d_in // 2).", only=TOPK_FAMILY, ge=1
+    )
+    auxk_coef: Float = _setting(1 / 32, "Weight of the AuxK loss.", only=TOPK_FAMILY, ge=0)
     # Anthropic's April 2024 update uses 5 (MSE summed over d_in, inputs at norm sqrt(d_in)).
     l1_coefficient: Float = _setting(
-        5.0, "L1 weight on f_i * ||W_dec_i||.", flag="l1-coefficient", only="standard", ge=0
+        5.0, "L1 weight on f_i * ||W_dec_i||.", flag="l1-coefficient", only=("standard",), ge=0
     )
     l1_warmup_frac: Float = _setting(
-        0.05, "Part of training over which the L1 weight ramps up.", only="standard", ge=0, le=1
+        0.05, "Part of training over which the L1 weight ramps up.", only=("standard",), ge=0, le=1
     )
     resample_every: int = _setting(
-        250, "Steps between dead-feature resamplings (0: never).", only="standard", ge=0
+        250, "Steps between dead-feature resamplings (0: never).", only=("standard",), ge=0
     )
     resample_until: Float = _setting(
-        0.5, "Resample only in this first part of training.", only="standard", ge=0, le=1
+        0.5, "Resample only in this first part of training.", only=("standard",), ge=0, le=1
     )
     resample_rows: int = _setting(
-        32_768, "Cached activations that seed resampled features.", only="standard", ge=1
+        32_768, "Cached activations that seed resampled features.", only=("standard",), ge=1
     )
     data: list[DataEntry] = Field(min_length=1, description="Text sources to train on.")
     tokens: Tokens = Field(default_factory=Tokens)
@@ -175,10 +181,10 @@ class TrainConfig(StrictModel):
     @model_validator(mode="after")
     def _fits_architecture(self) -> TrainConfig:
         for name in self.model_fields_set:
-            only = owner(name)
-            if only not in (None, self.architecture):
+            if not applies(name, self.architecture):
+                only = " or ".join(owner(name) or ())
                 raise located(name, f"only applies to architecture {only}")
-        if self.architecture == "topk" and self.k > self.d_sae:
+        if self.architecture in TOPK_FAMILY and self.k > self.d_sae:
             raise located("k", f"k={self.k} is larger than d_sae={self.d_sae}")
         return self
 
@@ -201,11 +207,17 @@ class TrainConfig(StrictModel):
         return tuple(e.weight for e in self.data)
 
 
-def owner(name: str) -> str | None:
-    """The architecture a setting belongs to, or ``None`` for one every run reads."""
+def owner(name: str) -> tuple[str, ...] | None:
+    """The architectures a setting belongs to, or ``None`` for one every run reads."""
     field = TrainConfig.model_fields.get(name)
     extra = field.json_schema_extra if field is not None else None
-    return extra.get("only") if isinstance(extra, dict) else None
+    return tuple(extra["only"]) if isinstance(extra, dict) and "only" in extra else None
+
+
+def applies(name: str, architecture: str | None) -> bool:
+    """Whether a run of ``architecture`` reads the setting ``name``."""
+    only = owner(name)
+    return only is None or architecture in only
 
 
 def flag_fields() -> Iterator[tuple[str, str, FieldInfo]]:

@@ -21,7 +21,7 @@ from typing import Any
 from steer.errors import SteerError
 from steer.io import read_yaml
 from steer.schema import validate_schema
-from steer.training.config import TrainConfig, owner
+from steer.training.config import TrainConfig, applies
 
 __all__ = ["load_train_recipe", "parse_train_recipe", "resolve_paths"]
 
@@ -95,8 +95,7 @@ def merge_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     """
     out = dict(data)
     if overrides.get("architecture", out.get("architecture")) != out.get("architecture"):
-        keep = (None, overrides["architecture"])
-        out = {key: value for key, value in out.items() if owner(key) in keep}
+        out = {key: value for key, value in out.items() if applies(key, overrides["architecture"])}
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             value = {**out[key], **value}

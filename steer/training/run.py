@@ -33,6 +33,7 @@ from steer.errors import SteerError
 from steer.io import file_sha256
 from steer.model.layouts import check_site, site_width
 from steer.model.positions import OUTLIER_RULE
+from steer.training.batchtopk import BatchTopKTrainer
 from steer.training.cache import ActivationCache, build_activation_cache
 from steer.training.checkpoint import (
     CHECKPOINT_DIRNAME,
@@ -41,7 +42,7 @@ from steer.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from steer.training.config import TrainConfig, owner
+from steer.training.config import TrainConfig, applies
 from steer.training.shards import build_activation_caches
 from steer.training.standard import StandardTrainer
 from steer.training.topk import TopKTrainer
@@ -61,7 +62,7 @@ def run_key(cfg: TrainConfig) -> str:
     (the other architecture's settings and the volatile ones left out)."""
     keep = cfg.model_dump(mode="json", exclude=set(_VOLATILE))
     for name in list(keep):
-        if owner(name) not in (None, cfg.architecture):
+        if not applies(name, cfg.architecture):
             del keep[name]
     if keep.get("site") == "resid_post":
         del keep["site"]  # the site every run had before there was a choice: same keys as then
@@ -192,6 +193,8 @@ class TrainingRun:
                 resample_source=lambda n, seed: cache.rows(n, seed=seed),
                 world=self.world,
             )
+        if cfg.architecture == "batchtopk":
+            return BatchTopKTrainer(cfg, self.d_in, sample, world=self.world)
         return TopKTrainer(cfg, self.d_in, sample, world=self.world)
 
     @property
@@ -289,7 +292,7 @@ class TrainingRun:
         cfg, trainer, model = self.cfg, self.trainer, self.model
         hook = cfg.hook()
         sae_cfg = SAEConfig(
-            architecture=trainer.architecture,
+            architecture=trainer.saved_architecture,
             d_in=site_width(model.hf.config, hook),
             d_sae=cfg.d_sae,
             k=cfg.k if trainer.architecture == "topk" else None,
@@ -300,7 +303,7 @@ class TrainingRun:
             hook_name=hook.name,
             model_name=model.name,
         )
-        sae = get_architectures()[trainer.architecture](sae_cfg)
+        sae = get_architectures()[trainer.saved_architecture](sae_cfg)
         with torch.no_grad():
             for name, tensor in trainer.raw_weights().items():
                 getattr(sae, name).copy_(tensor)

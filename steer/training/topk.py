@@ -62,9 +62,7 @@ class TopKTrainer(Trainer):
         whole batch's, so the ranks' losses add up to the loss of the whole batch."""
         cfg, p = self.cfg, self.params
         k_aux = cfg.k_aux or self.d_in // 2
-        vals, idx, aux_vals, aux_idx = _TopK.apply(
-            x - p["b_dec"], p["W_enc"], p["b_enc"], cfg.k, dead, k_aux
-        )
+        vals, idx, aux_vals, aux_idx = self.encode(x - p["b_dec"], dead, k_aux)
         recon = F.embedding_bag(idx, p["W_dec"], per_sample_weights=vals, mode="sum") + p["b_dec"]
         err = recon - x
         sq_err = err.pow(2).sum()
@@ -75,6 +73,21 @@ class TopKTrainer(Trainer):
             aux = (e_hat + err.detach()).pow(2).sum() / total_var
             loss = loss + cfg.auxk_coef * min(1.0, len(dead) / k_aux) * aux
         return loss, sq_err.detach(), vals, idx
+
+    def encode(
+        self, xc: torch.Tensor, dead: torch.Tensor, k_aux: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(values, indices, aux values, aux indices)`` of the centred rows ``xc``: each
+        row's ``k`` largest pre-activations (ReLU'd) and its AuxK picks among ``dead``."""
+        return self.largest(xc, dead, k_aux, self.cfg.k)
+
+    def largest(
+        self, xc: torch.Tensor, dead: torch.Tensor, k_aux: int, k: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each row's ``k`` largest pre-activations (ReLU'd) and AuxK picks, with the sparse
+        backward pass of :class:`_TopK`."""
+        p = self.params
+        return _TopK.apply(xc, p["W_enc"], p["b_enc"], k, dead, k_aux)
 
     def train_step(self, raw: torch.Tensor) -> dict[str, float]:
         cfg, p, world = self.cfg, self.params, self.world

@@ -47,6 +47,11 @@ class Trainer:
     architecture = ""
     decoder_init_norm = 1.0
 
+    @property
+    def saved_architecture(self) -> str:
+        """The SAELens architecture the trained SAE is saved as (its own by default)."""
+        return self.architecture
+
     def __init__(
         self, cfg: TrainConfig, d_in: int, sample: torch.Tensor, *, world: World | None = None
     ):

@@ -162,6 +162,22 @@ def test_a_run_resumes_under_another_world_size(workdir, one_process):
         assert gap < TOLERANCE, (name, gap)
 
 
+@pytest.mark.slow
+def test_batchtopk_ranks_the_whole_batch_across_processes(workdir):
+    # Each rank holds half the batch; the cut-off is the whole batch's (its ranks exchange
+    # their largest values), so the 2-process SAE and its threshold are the 1-process ones.
+    for tag, nproc in (("btk-one", 1), ("btk-two", 2)):
+        recipe = _recipe(workdir, tag, architecture="batchtopk")
+        done = _steer(["train", str(recipe)], nproc=nproc)
+        assert done.returncode == 0, done.stderr[-2000:]
+    one, two = _weights(workdir, "btk-one"), _weights(workdir, "btk-two")
+    assert set(one) == {"W_enc", "b_enc", "W_dec", "b_dec", "threshold"}
+    assert float(one["threshold"][0]) > 0
+    for name, tensor in one.items():
+        gap = float((tensor.float() - two[name].float()).abs().max())
+        assert gap < TOLERANCE, (name, gap)
+
+
 def _load(root: Path):
     from steer.model import load_model
 

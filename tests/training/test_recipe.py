@@ -178,8 +178,13 @@ def test_standard_recipe_maps_its_settings(tmp_path, plain_text):
         ({"data": [{"path": "a.txt", "split": "test"}]}, "data[0]: split is only for hf sources"),
         ({"data": [{"path": "a.txt", "weight": 0}]}, "data[0].weight: Input should be greater"),
         ({"l1_coefficient": 2.0}, "l1_coefficient: only applies to architecture standard"),
-        ({"architecture": "standard"}, "k: only applies to architecture topk"),
-        ({"architecture": "gated"}, "architecture: Input should be 'topk' or 'standard'"),
+        ({"architecture": "standard"}, "k: only applies to architecture topk or batchtopk"),
+        ({"architecture": "gated"}, "architecture: Input should be 'topk', 'batchtopk' or 'stan"),
+        (
+            {"architecture": "batchtopk", "l1_coefficient": 2.0},
+            "l1_coefficient: only applies to architecture standard",
+        ),
+        ({"architecture": "batchtopk", "d_sae": 8, "k": 16}, "k: k=16 is larger than d_sae=8"),
         ({"tokens": {"train": 0}}, "tokens.train: Input should be greater than or equal to 1"),
         ({"out": None}, "out: Input should be a valid string"),
     ],
@@ -211,7 +216,11 @@ def test_an_unset_environment_variable_is_named(tmp_path, monkeypatch):
         ({"layer": 9}, [], ["train.yaml", "layer 9 out of range (model has 4)"]),
         ({}, ["--k", "128"], ["train.yaml", "k: k=128 is larger than d_sae=64"]),
         ({"architecture": "standard", "k": None, "l1_coefficient": -1.0}, [], ["l1_coefficient"]),
-        ({}, ["--architecture", "standard", "--k", "4"], ["k: only applies to architecture topk"]),
+        (
+            {},
+            ["--architecture", "standard", "--k", "4"],
+            ["k: only applies to architecture topk or batchtopk"],
+        ),
     ],
 )
 def test_cli_bad_recipe_input_exits_2_with_one_line(

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import random
 
 import pytest
 import torch
 from support.tiny import tiny_loaded_model
+from support.train_runs import small_config, write_corpus
 
 from steer.corpus.documents import read_documents
 from steer.corpus.windows import build_windows
@@ -21,12 +21,6 @@ from steer.training.config import TrainConfig
 from steer.training.evaluate import evaluate_sae
 from steer.training.run import train_sae
 
-_VOCAB = (
-    "the cat sat on mat dog ran in park Paris is capital of France small model learns words "
-    "once upon a time there was little girl who liked to play sun"
-)
-WORDS = _VOCAB.split()
-
 
 @pytest.fixture(scope="module")
 def model():
@@ -36,45 +30,10 @@ def model():
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    """A plain-text file (paragraphs) and a dolly-style chat JSONL."""
-    root = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-
-    def sentence() -> str:
-        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 12))) + "."
-
-    paras = [" ".join(sentence() for _ in range(4)) for _ in range(150)]
-    (root / "plain.txt").write_text("\n\n".join(paras))
-    with open(root / "chat.jsonl", "w") as fh:
-        for _ in range(60):
-            rec = {"text": f"### Human: {sentence()} ### Assistant: {sentence()}"}
-            fh.write(json.dumps(rec) + "\n")
-    return root
+    return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-def _config(tmp_path, corpus, **over) -> TrainConfig:
-    """A small run on the tiny model; ``train_tokens=`` sets ``tokens.train``."""
-    base = dict(
-        out=str(tmp_path / "sae"),
-        data=[{"path": str(corpus / "plain.txt")}, {"path": str(corpus / "chat.jsonl")}],
-        model="tiny-llama",
-        layer=2,
-        d_sae=128,
-        k=8,
-        ctx_len=32,
-        tokens={"collect": 8192, "train": over.pop("train_tokens", 128 * 300)},
-        batch_size=128,
-        lr=2e-3,
-        dead_tokens=4096,
-        cache_dir=str(tmp_path / "cache"),
-        checkpoint_dir=str(tmp_path / "ckpt"),
-        checkpoint_every=50,
-        buffer_rows=1024,
-    )
-    if over.get("architecture") == "standard":
-        del base["k"]  # a topk setting
-    base.update(over)
-    return TrainConfig(**base)
+_config = small_config
 
 
 # ----------------------------------------------------------------------------- data
