@@ -100,6 +100,7 @@ def collect(args, model, w) -> None:
     cfgs = [layer_config(args, layer) for layer in args.layers]
     cfg = cfgs[0]
     windows = training_windows(cfg, model.tokenizer)
+    done_before = all(finished_cache(model, c, windows) for c in cfgs)
     bar = tqdm(total=len(windows), desc="collect", unit="win", disable=not w.is_main)
     t0 = time.perf_counter()
     build_activation_caches(
@@ -113,9 +114,21 @@ def collect(args, model, w) -> None:
         progress=lambda done, total: bar.update(done - bar.n),
     )
     bar.close()
-    if w.is_main:
+    if w.is_main and not done_before:  # a finished collection keeps the timing it had
         dt = time.perf_counter() - t0
         record(args, "collect", seconds=dt, tokens=windows.numel(), ranks=w.size)
+
+
+def finished_cache(model, cfg, windows: torch.Tensor) -> bool:
+    """Whether ``cfg``'s activation cache already holds every one of ``windows``."""
+    from steer.training.cache import cache_fingerprint
+
+    meta = Path(cfg.cache_dir) / "meta.json"
+    if not meta.is_file():
+        return False
+    saved = json.loads(meta.read_text())
+    fp = cache_fingerprint(model.name, cfg.hook(), windows, cfg.outlier_factor)
+    return saved.get("fingerprint") == fp and bool(saved.get("complete"))
 
 
 def held_out(args, model, layer: int) -> torch.Tensor:

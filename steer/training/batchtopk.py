@@ -14,18 +14,57 @@ every other, so the ranks keep what one process would keep on the whole batch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from steer.distributed import all_gather_cat, all_reduce_sum
 from steer.training.checkpoint import CheckpointError, TrainState
-from steer.training.topk import TopKTrainer
+from steer.training.topk import TopKTrainer, dead_topk
 
-# Each token's candidates for the batch's ranking start at its CANDIDATES_PER_K * k largest
-# pre-activations; when a token would keep all of them (it might keep more), every token's
-# candidates are doubled and the batch ranked again, so the kept set is exact.
-CANDIDATES_PER_K = 4
+# The cut-off is found among each token's CANDIDATES_PER_K * k largest pre-activations
+# (ranking all B x d_sae values costs ~4x a training step); a token whose every candidate
+# makes that first cut is ranked whole, so the cut-off is exact.
+CANDIDATES_PER_K = 2
+
+
+class _BatchTopK(torch.autograd.Function):
+    """The kept activations as a sparse list (a token keeps any number of them), with the
+    sparse backward pass of TopK's function.
+
+    Returns ``(values [nnz], features [nnz], offsets [B], aux values, aux indices)``: token
+    ``i``'s values are ``values[offsets[i]:offsets[i + 1]]``.
+    """
+
+    @staticmethod
+    def forward(ctx, xc, w_enc, b_enc, cutoff: Callable, dead_idx, k_aux):
+        pre = torch.addmm(b_enc, xc, w_enc.t())
+        cut = cutoff(pre)
+        rows, cols = torch.nonzero((pre >= cut) & (pre > 0), as_tuple=True)
+        vals = pre[rows, cols]
+        offsets = torch.searchsorted(rows, torch.arange(len(xc)))
+        aux_vals, aux_idx = dead_topk(pre, dead_idx, k_aux)
+        ctx.save_for_backward(xc, w_enc, rows, cols, aux_idx, aux_vals)
+        ctx.mark_non_differentiable(cols, offsets, aux_idx)
+        return vals, cols, offsets, aux_vals, aux_idx
+
+    @staticmethod
+    def backward(ctx, g_vals, _g_cols, _g_offsets, g_aux, _g_aux_idx):
+        xc, w_enc, rows, cols, aux_idx, aux_vals = ctx.saved_tensors
+        n, d_sae = len(xc), w_enc.shape[0]
+        r = torch.cat([rows, torch.arange(n).repeat_interleave(aux_idx.shape[1])])
+        c = torch.cat([cols, aux_idx.flatten()])
+        g = torch.cat([g_vals, (g_aux * (aux_vals > 0)).flatten()])
+        # check_invariants off: the indices are in range by construction.
+        by_feature = torch.sparse_coo_tensor(torch.stack([c, r]), g, (d_sae, n),
+                                             check_invariants=False)  # fmt: skip
+        by_token = torch.sparse_coo_tensor(torch.stack([r, c]), g, (n, d_sae),
+                                           check_invariants=False)  # fmt: skip
+        grad_w = torch.sparse.mm(by_feature, xc)
+        grad_b = torch.zeros(d_sae).index_add_(0, c, g)
+        grad_x = torch.sparse.mm(by_token, w_enc)
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 class BatchTopKTrainer(TopKTrainer):
@@ -39,42 +78,47 @@ class BatchTopKTrainer(TopKTrainer):
         super().__init__(*args, **kwargs)
         self.threshold_sum = 0.0  # cut-offs summed over the steps that estimate the threshold
         self.threshold_steps = 0
-        self.candidates = 0  # per token, in the last step
+        self.ranked_whole = 0.0  # share of this rank's tokens ranked whole in the last step
 
     def encode(
         self, xc: torch.Tensor, dead: torch.Tensor, k_aux: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Each row's candidates, with all but the batch's ``k * batch`` largest set to 0
-        (those get no gradient: the mask is a constant factor)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """The batch's ``k * batch`` largest activations as a sparse list (see
+        :class:`_BatchTopK`) and the AuxK picks."""
+        p = self.params
+        return _BatchTopK.apply(xc, p["W_enc"], p["b_enc"], self.batch_cutoff, dead, k_aux)
+
+    def batch_cutoff(self, pre: torch.Tensor) -> float:
+        """The ``k * batch``-th largest value of the whole batch (every rank's rows), and the
+        threshold's running sum over the last quarter of training."""
         cfg = self.cfg
+        n_keep = cfg.k * len(pre) * self.world.size
         m = min(cfg.d_sae, CANDIDATES_PER_K * cfg.k)
-        while True:
-            vals, idx, aux_vals, aux_idx = self.largest(xc, dead, k_aux, m)
-            cut = self.batch_cutoff(vals.detach())
-            # A row whose smallest candidate makes the cut may hold more above it.
-            full = (vals.detach().min(dim=1).values >= cut).sum()
-            if m == cfg.d_sae or not int(all_reduce_sum(self.world, full)):
-                break
-            m = min(cfg.d_sae, 2 * m)
-        self.candidates = m
-        kept = (vals.detach() >= cut) & (vals.detach() > 0)
+        cand = pre.topk(m, dim=1, sorted=False).values
+        cut = self._kth_largest(cand.flatten(), n_keep)
+        # A token whose smallest candidate makes the cut may hold more values above it: rank
+        # such tokens whole. The cut can only rise, so no other token joins them.
+        whole = cand.min(dim=1).values >= cut
+        self.ranked_whole = float(whole.float().mean())
+        if m < cfg.d_sae and int(all_reduce_sum(self.world, whole.sum())):
+            pool = torch.cat([cand[~whole].flatten(), pre[whole].flatten()])
+            cut = self._kth_largest(pool, n_keep)
         if self.step >= int(cfg.total_steps * 0.75):
             self.threshold_sum += cut
             self.threshold_steps += 1
-        return vals * kept, idx, aux_vals, aux_idx
+        return cut
 
-    def batch_cutoff(self, vals: torch.Tensor) -> float:
-        """The ``k * batch``-th largest value of the whole batch (every rank's rows)."""
-        n_keep = self.cfg.k * len(vals) * self.world.size
-        flat = vals.flatten()
-        # A rank's values past the global n_keep-th largest of its own cannot be kept.
-        top = flat.topk(min(n_keep, flat.numel())).values
+    def _kth_largest(self, values: torch.Tensor, n: int) -> float:
+        """The ``n``-th largest of every rank's ``values``."""
+        top = values.topk(min(n, values.numel())).values
+        if self.world.distributed:  # one size on every rank for the gather
+            top = torch.cat([top, top.new_full((n - len(top),), float("-inf"))])
         everyone = all_gather_cat(self.world, top)
-        return float(everyone.topk(min(n_keep, everyone.numel())).values[-1])
+        return float(everyone.topk(min(n, everyone.numel())).values[-1])
 
     def train_step(self, raw: torch.Tensor) -> dict[str, float]:
         metrics = super().train_step(raw)
-        metrics["candidates"] = self.candidates
+        metrics["ranked_whole"] = self.ranked_whole
         return metrics
 
     @property

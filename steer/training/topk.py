@@ -22,11 +22,7 @@ class _TopK(torch.autograd.Function):
         pre = torch.addmm(b_enc, xc, w_enc.t())
         vals, idx = pre.topk(k, dim=1, sorted=False)
         vals = vals.clamp_min(0)
-        if dead_idx is not None and len(dead_idx) and k_aux:
-            aux_vals, j = pre.index_select(1, dead_idx).topk(min(k_aux, len(dead_idx)), dim=1)
-            aux_idx, aux_vals = dead_idx[j], aux_vals.clamp_min(0)
-        else:
-            aux_vals, aux_idx = pre.new_zeros(len(xc), 0), idx.new_zeros(len(xc), 0)
+        aux_vals, aux_idx = dead_topk(pre, dead_idx, k_aux)
         ctx.save_for_backward(xc, w_enc, idx, vals, aux_idx, aux_vals)
         ctx.mark_non_differentiable(idx, aux_idx)
         return vals, idx, aux_vals, aux_idx
@@ -49,6 +45,17 @@ class _TopK(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None
 
 
+def dead_topk(
+    pre: torch.Tensor, dead_idx: torch.Tensor | None, k_aux: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(values, indices) [B, k_aux]``: each row's largest pre-activations (ReLU'd) among
+    the ``dead_idx`` features, what the AuxK loss reconstructs with (empty when none)."""
+    if dead_idx is not None and len(dead_idx) and k_aux:
+        aux_vals, j = pre.index_select(1, dead_idx).topk(min(k_aux, len(dead_idx)), dim=1)
+        return aux_vals.clamp_min(0), dead_idx[j]
+    return pre.new_zeros(len(pre), 0), torch.zeros(len(pre), 0, dtype=torch.long)
+
+
 class TopKTrainer(Trainer):
     """TopK training in the scaled space; decoder rows stay unit-norm."""
 
@@ -62,8 +69,9 @@ class TopKTrainer(Trainer):
         whole batch's, so the ranks' losses add up to the loss of the whole batch."""
         cfg, p = self.cfg, self.params
         k_aux = cfg.k_aux or self.d_in // 2
-        vals, idx, aux_vals, aux_idx = self.encode(x - p["b_dec"], dead, k_aux)
-        recon = F.embedding_bag(idx, p["W_dec"], per_sample_weights=vals, mode="sum") + p["b_dec"]
+        vals, idx, offsets, aux_vals, aux_idx = self.encode(x - p["b_dec"], dead, k_aux)
+        recon = F.embedding_bag(idx, p["W_dec"], offsets, per_sample_weights=vals, mode="sum")
+        recon = recon + p["b_dec"]
         err = recon - x
         sq_err = err.pow(2).sum()
         loss = sq_err / total_var
@@ -76,18 +84,15 @@ class TopKTrainer(Trainer):
 
     def encode(
         self, xc: torch.Tensor, dead: torch.Tensor, k_aux: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(values, indices, aux values, aux indices)`` of the centred rows ``xc``: each
-        row's ``k`` largest pre-activations (ReLU'd) and its AuxK picks among ``dead``."""
-        return self.largest(xc, dead, k_aux, self.cfg.k)
-
-    def largest(
-        self, xc: torch.Tensor, dead: torch.Tensor, k_aux: int, k: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Each row's ``k`` largest pre-activations (ReLU'd) and AuxK picks, with the sparse
-        backward pass of :class:`_TopK`."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """``(values, indices, offsets, aux values, aux indices)`` of the centred rows ``xc``:
+        each row's ``k`` largest pre-activations (ReLU'd; ``[B, k]``, so no ``offsets``) and
+        its AuxK picks among ``dead``."""
         p = self.params
-        return _TopK.apply(xc, p["W_enc"], p["b_enc"], k, dead, k_aux)
+        vals, idx, aux_vals, aux_idx = _TopK.apply(
+            xc, p["W_enc"], p["b_enc"], self.cfg.k, dead, k_aux
+        )
+        return vals, idx, None, aux_vals, aux_idx
 
     def train_step(self, raw: torch.Tensor) -> dict[str, float]:
         cfg, p, world = self.cfg, self.params, self.world

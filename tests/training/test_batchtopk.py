@@ -40,29 +40,49 @@ def _trainer(d_sae=64, d_in=8, k=4, **over) -> BatchTopKTrainer:
     return BatchTopKTrainer(cfg, d_in, torch.randn(256, d_in, generator=torch.Generator()))
 
 
-def test_the_batch_keeps_k_times_batch_activations_spread_unevenly_over_tokens():
-    trainer = _trainer()
-    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(1)) * trainer.scale
-    vals, _idx, _, _ = trainer.encode(x - trainer.params["b_dec"], torch.zeros(0).long(), 0)
-    per_token = (vals > 0).sum(dim=1)
-    assert int(per_token.sum()) == 4 * 64  # k x batch in all (no ties in random data)
-    assert per_token.min() < 4 < per_token.max()  # ... but not k per token
-    # The kept values are exactly the batch's 256 largest pre-activations.
+def _encode(trainer, seed):
+    x = torch.randn(64, 8, generator=torch.Generator().manual_seed(seed)) * trainer.scale
+    xc = x - trainer.params["b_dec"]
+    vals, cols, offsets, _, _ = trainer.encode(xc, torch.zeros(0).long(), 0)
     p = trainer.params
-    pre = torch.addmm(p["b_enc"], x - p["b_dec"], p["W_enc"].t()).detach()
-    expected = pre.flatten().topk(4 * 64).values.sort().values
-    assert torch.allclose(vals[vals > 0].detach().sort().values, expected, atol=1e-5)
-    # One token here keeps all of its first 16 candidates: the ranking widened to 32.
-    assert trainer.candidates == 32
+    pre = torch.addmm(p["b_enc"], xc, p["W_enc"].t()).detach()
+    return vals, cols, offsets, pre
 
 
-def test_gradients_reach_only_the_kept_activations():
+def test_the_batch_keeps_its_k_times_batch_largest_spread_unevenly_over_tokens():
     trainer = _trainer()
+    vals, cols, offsets, pre = _encode(trainer, 1)
+    assert len(vals) == 4 * 64  # k x batch in all (no ties in random data)
+    per_token = torch.diff(offsets, append=torch.tensor([len(vals)]))
+    assert per_token.min() == 0 and per_token.max() > 8  # not k per token
+    # Exactly the batch's 256 largest pre-activations, each at its token and feature.
+    expected = pre.flatten().topk(4 * 64).values.sort().values
+    assert torch.allclose(vals.detach().sort().values, expected)
+    rows = torch.repeat_interleave(torch.arange(64), per_token)
+    assert torch.equal(pre[rows, cols], vals.detach())
+    # Some token held more than its 8 candidates above the first cut: it was ranked whole.
+    assert trainer.ranked_whole > 0
+
+
+def test_gradients_reach_only_the_kept_activations_and_match_a_dense_reference():
+    trainer = _trainer()
+    vals, cols, offsets, _ = _encode(trainer, 2)
+    weights = torch.linspace(1, 2, len(vals))
+    (vals * weights).sum().backward()
+    p = trainer.params
+    got = {name: p[name].grad.clone() for name in ("W_enc", "b_enc", "b_dec")}
+    # The same gradient by autograd through a dense mask of the kept entries.
+    for param in p.values():
+        param.grad = None
     x = torch.randn(64, 8, generator=torch.Generator().manual_seed(2)) * trainer.scale
-    vals, idx, _, _ = trainer.encode(x - trainer.params["b_dec"], torch.zeros(0).long(), 0)
-    vals.sum().backward()
-    touched = trainer.params["b_enc"].grad != 0
-    assert set(torch.nonzero(touched).flatten().tolist()) == set(idx[vals > 0].tolist())
+    dense = torch.addmm(p["b_enc"], x - p["b_dec"], p["W_enc"].t())
+    rows = torch.repeat_interleave(
+        torch.arange(64), torch.diff(offsets, append=torch.tensor([len(vals)]))
+    )
+    (dense[rows, cols] * weights).sum().backward()
+    for name, grad in got.items():
+        assert torch.allclose(grad, p[name].grad, atol=1e-5), name
+    assert set(torch.nonzero(got["b_enc"]).flatten().tolist()) == set(cols.tolist())
 
 
 def test_batchtopk_training_saves_a_jumprelu_sae_with_about_k_active(model, corpus, tmp_path):
