@@ -43,7 +43,7 @@ class _BatchTopK(torch.autograd.Function):
         cut = cutoff(pre)
         rows, cols = torch.nonzero((pre >= cut) & (pre > 0), as_tuple=True)
         vals = pre[rows, cols]
-        offsets = torch.searchsorted(rows, torch.arange(len(xc)))
+        offsets = torch.searchsorted(rows, torch.arange(len(xc), device=rows.device))
         aux_vals, aux_idx = dead_topk(pre, dead_idx, k_aux)
         ctx.save_for_backward(xc, w_enc, rows, cols, aux_idx, aux_vals)
         ctx.mark_non_differentiable(cols, offsets, aux_idx)
@@ -53,7 +53,9 @@ class _BatchTopK(torch.autograd.Function):
     def backward(ctx, g_vals, _g_cols, _g_offsets, g_aux, _g_aux_idx):
         xc, w_enc, rows, cols, aux_idx, aux_vals = ctx.saved_tensors
         n, d_sae = len(xc), w_enc.shape[0]
-        r = torch.cat([rows, torch.arange(n).repeat_interleave(aux_idx.shape[1])])
+        r = torch.cat(
+            [rows, torch.arange(n, device=rows.device).repeat_interleave(aux_idx.shape[1])]
+        )
         c = torch.cat([cols, aux_idx.flatten()])
         g = torch.cat([g_vals, (g_aux * (aux_vals > 0)).flatten()])
         # check_invariants off: the indices are in range by construction.
@@ -62,7 +64,7 @@ class _BatchTopK(torch.autograd.Function):
         by_token = torch.sparse_coo_tensor(torch.stack([r, c]), g, (n, d_sae),
                                            check_invariants=False)  # fmt: skip
         grad_w = torch.sparse.mm(by_feature, xc)
-        grad_b = torch.zeros(d_sae).index_add_(0, c, g)
+        grad_b = g.new_zeros(d_sae).index_add_(0, c, g)
         grad_x = torch.sparse.mm(by_token, w_enc)
         return grad_x, grad_w, grad_b, None, None, None
 

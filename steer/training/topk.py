@@ -53,7 +53,7 @@ def dead_topk(
     if dead_idx is not None and len(dead_idx) and k_aux:
         aux_vals, j = pre.index_select(1, dead_idx).topk(min(k_aux, len(dead_idx)), dim=1)
         return aux_vals.clamp_min(0), dead_idx[j]
-    return pre.new_zeros(len(pre), 0), torch.zeros(len(pre), 0, dtype=torch.long)
+    return pre.new_zeros(len(pre), 0), torch.zeros(len(pre), 0, dtype=torch.long, device=pre.device)
 
 
 class TopKTrainer(Trainer):
