@@ -10,26 +10,13 @@ import math
 
 import pytest
 import torch
-from support.tiny import tiny_loaded_model
 from support.train_runs import small_config as _config
-from support.train_runs import write_corpus
 
 from steer.corpus.documents import read_documents
 from steer.training.batchtopk import BatchTopKTrainer
 from steer.training.config import TrainConfig
 from steer.training.evaluate import evaluate_sae
 from steer.training.run import train_sae
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return tiny_loaded_model()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def _trainer(d_sae=64, d_in=8, k=4, **over) -> BatchTopKTrainer:

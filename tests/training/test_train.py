@@ -8,8 +8,7 @@ import math
 
 import pytest
 import torch
-from support.tiny import tiny_loaded_model
-from support.train_runs import small_config, write_corpus
+from support.train_runs import small_config
 
 from steer.corpus.documents import read_documents
 from steer.corpus.windows import build_windows
@@ -20,18 +19,6 @@ from steer.training.cache import build_activation_cache
 from steer.training.config import TrainConfig
 from steer.training.evaluate import evaluate_sae
 from steer.training.run import train_sae
-
-
-@pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    return tiny_loaded_model()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
-
 
 _config = small_config
 
