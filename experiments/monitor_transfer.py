@@ -145,18 +145,28 @@ def write_set(name: str, work: Path, per_class: int, seed: int) -> Path:
     return path
 
 
+def read_cache(work: Path, name: str):
+    """``(key, EncodedSet)`` of the set ``name`` cached under ``work``, or ``None``."""
+    from steer.monitoring.labelled import EncodedSet
+
+    cache = work / "cache" / f"{name}.pt"
+    if not cache.is_file():
+        return None
+    saved = torch.load(cache)
+    return saved["key"], EncodedSet(**saved["enc"])
+
+
 def cached_encode(name: str, path: Path, lm, sae, args):
     """The set's :class:`~steer.monitoring.labelled.EncodedSet`, from the cache when the
     file, ``ctx_len`` and SAE are the same."""
     from steer.io import file_sha256
-    from steer.monitoring.labelled import EncodedSet, encode_labelled, read_labelled
+    from steer.monitoring.labelled import encode_labelled, read_labelled
 
     key = [file_sha256(path), args.ctx_len, args.sae]
+    saved = read_cache(Path(args.work), name)
+    if saved is not None and saved[0] == key:
+        return saved[1]
     cache = Path(args.work) / "cache" / f"{name}.pt"
-    if cache.is_file():
-        saved = torch.load(cache)
-        if saved["key"] == key:
-            return EncodedSet(**saved["enc"])
     data = read_labelled(path, name=name)
     t0 = time.perf_counter()
     enc = encode_labelled(
@@ -172,18 +182,17 @@ def joint_encodings(works: list[str], names: list[str]) -> dict:
     """Each set's encodings that earlier runs cached (one ``--work`` per SAE), joined side
     by side (:func:`steer.monitoring.labelled.join_sites`): feature ``f`` of the i-th work's
     SAE is column ``i * d_sae + f`` when the SAEs have one width."""
-    from steer.monitoring.labelled import EncodedSet, join_sites
+    from steer.monitoring.labelled import join_sites
 
     out = {}
     for name in names:
         keys, parts = [], []
         for work in works:
-            cache = Path(work) / "cache" / f"{name}.pt"
-            if not cache.is_file():
-                raise SystemExit(f"{cache}: not encoded; run with --work {work} first")
-            saved = torch.load(cache)
-            keys.append(tuple(saved["key"][:2]))  # the set file's sha256 and ctx_len
-            parts.append(EncodedSet(**saved["enc"]))
+            saved = read_cache(Path(work), name)
+            if saved is None:
+                raise SystemExit(f"{work}: {name} not encoded; run with --work {work} first")
+            keys.append(tuple(saved[0][:2]))  # the set file's sha256 and ctx_len
+            parts.append(saved[1])
         if len(set(keys)) > 1:
             raise SystemExit(f"{name}: the --joint works encoded other files or ctx_len")
         out[name] = join_sites(parts)

@@ -121,14 +121,10 @@ def collect(args, model, w) -> None:
 
 def finished_cache(model, cfg, windows: torch.Tensor) -> bool:
     """Whether ``cfg``'s activation cache already holds every one of ``windows``."""
-    from steer.training.cache import cache_fingerprint
+    from steer.training.cache import cache_complete, cache_fingerprint
 
-    meta = Path(cfg.cache_dir) / "meta.json"
-    if not meta.is_file():
-        return False
-    saved = json.loads(meta.read_text())
     fp = cache_fingerprint(model.name, cfg.hook(), windows, cfg.outlier_factor)
-    return saved.get("fingerprint") == fp and bool(saved.get("complete"))
+    return cache_complete(cfg.cache_dir, fp)
 
 
 def held_out(args, model, layer: int) -> torch.Tensor:

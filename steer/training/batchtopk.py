@@ -112,11 +112,11 @@ class BatchTopKTrainer(TopKTrainer):
 
     def _kth_largest(self, values: torch.Tensor, n: int) -> float:
         """The ``n``-th largest of every rank's ``values``."""
-        top = values.topk(min(n, values.numel())).values
+        top = values.topk(min(n, values.numel())).values  # sorted, largest first
         if self.world.distributed:  # one size on every rank for the gather
             top = torch.cat([top, top.new_full((n - len(top),), float("-inf"))])
-        everyone = all_gather_cat(self.world, top)
-        return float(everyone.topk(min(n, everyone.numel())).values[-1])
+            top = all_gather_cat(self.world, top).topk(n).values
+        return float(top[-1])
 
     def train_step(self, raw: torch.Tensor) -> dict[str, float]:
         metrics = super().train_step(raw)

@@ -78,6 +78,15 @@ def cache_fingerprint(model_name: str, layer: Any, windows: torch.Tensor, factor
     return digest.hexdigest()[:24]
 
 
+def cache_complete(path: str | Path, fingerprint: str) -> bool:
+    """Whether the cache at ``path`` holds every window of ``fingerprint`` (so it is reused)."""
+    meta_file = Path(path) / "meta.json"
+    if not meta_file.is_file():
+        return False
+    meta = json.loads(meta_file.read_text())
+    return meta.get("fingerprint") == fingerprint and bool(meta.get("complete"))
+
+
 def _site_key(layer: Any) -> Any:
     """A block number for the residual stream after it (what caches said before there were
     other sites, so those caches are still found), else the site's TransformerLens name."""

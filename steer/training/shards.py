@@ -40,7 +40,12 @@ from steer.model.positions import (
 )
 from steer.model.sites import Hook
 from steer.model.trace import sites_output
-from steer.training.cache import ActivationCache, cache_fingerprint, write_cache_meta
+from steer.training.cache import (
+    ActivationCache,
+    cache_complete,
+    cache_fingerprint,
+    write_cache_meta,
+)
 
 Progress = Callable[[int, int], None]
 _FLUSH_BLOCKS = 8
@@ -62,7 +67,7 @@ def build_activation_caches(
     with the same arguments; all return once the caches are whole."""
     paths = [Path(p) for p in paths]
     fps = [cache_fingerprint(model.name, h, windows, outlier_factor) for h in hooks]
-    if not all(_complete(p, fp) for p, fp in zip(paths, fps, strict=True)):
+    if not all(cache_complete(p, fp) for p, fp in zip(paths, fps, strict=True)):
         tag = f"rank{world.rank}of{world.size}"
         shards = [
             _Shard(p / "shards" / tag, fp, batch_windows) for p, fp in zip(paths, fps, strict=True)
@@ -77,19 +82,11 @@ def build_activation_caches(
         barrier(world)
         if world.is_main:
             for hook, path, fp in zip(hooks, paths, fps, strict=True):
-                if not _complete(path, fp):
+                if not cache_complete(path, fp):
                     _merge(model, hook, blocks, path, fp, world, outlier_factor)
                 shutil.rmtree(path / "shards", ignore_errors=True)
     barrier(world)
     return [ActivationCache(p) for p in paths]
-
-
-def _complete(path: Path, fp: str) -> bool:
-    meta_file = path / "meta.json"
-    if not meta_file.is_file():
-        return False
-    meta = json.loads(meta_file.read_text())
-    return meta.get("fingerprint") == fp and bool(meta.get("complete"))
 
 
 class _Shard:
